@@ -65,12 +65,13 @@ func AgencyURI(party, agency string) string { return "urn:cmx:agency:" + party +
 // stand behind it. For encryption identities the key must also be usable for
 // ECDH; see DecryptionKey.
 type Identity struct {
-	Party string              // party code from the leaf's SAN URI, e.g. "US"
-	Role  Role                // what the leaf was issued for
-	Cert  *x509.Certificate   // leaf
-	Chain []*x509.Certificate // leaf first, then intermediates, as in x5c
-	Key   crypto.Signer
-	KID   string // KID(Cert)
+	Party  string              // party code from the leaf's SAN URI, e.g. "US"
+	Agency string              // agency name for an agency client (urn:cmx:agency:XX:NAME), else ""
+	Role   Role                // what the leaf was issued for
+	Cert   *x509.Certificate   // leaf
+	Chain  []*x509.Certificate // leaf first, then intermediates, as in x5c
+	Key    crypto.Signer
+	KID    string // KID(Cert)
 }
 
 // DecryptionKey is one of our encryption keys. Key is the private key handed
