@@ -1,0 +1,112 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// ErrNotFound means the ledger holds no record under that key.
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrExists means Create lost the race: a record is already there.
+	ErrExists = errors.New("ledger: already exists")
+)
+
+// maxCASRetries bounds the compare-and-swap loop of Update; contention on one
+// message is rare (a few events per message), so hitting it means a bug.
+const maxCASRetries = 16
+
+// Store is one KV bucket of records.
+type Store struct {
+	kv     jetstream.KeyValue
+	prefix string
+}
+
+// Sent returns the store of outbound records (bucket cmx_status).
+func Sent(kv jetstream.KeyValue) *Store { return &Store{kv: kv, prefix: "out."} }
+
+// Seen returns the store of inbound claims (bucket cmx_seen); ids there are
+// qualified by the issuing party.
+func Seen(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+
+// SeenKey is the cmx_seen key of a message from party iss.
+func SeenKey(iss, id string) string { return iss + "." + id }
+
+func (s *Store) key(id string) string { return s.prefix + id }
+
+// Create stores r under id if nothing is there yet. It returns ErrExists
+// (and the existing record) when the key is taken: that is the atomic
+// dedup claim.
+func (s *Store) Create(ctx context.Context, id string, r *Record) (*Record, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.kv.Create(ctx, s.key(id), b)
+	if err == nil {
+		return r, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("ledger: create %s: %w", id, err)
+	}
+	existing, _, gerr := s.Get(ctx, id)
+	if gerr != nil {
+		return nil, gerr
+	}
+	return existing, ErrExists
+}
+
+// Get returns the record under id and its revision.
+func (s *Store) Get(ctx context.Context, id string) (*Record, uint64, error) {
+	e, err := s.kv.Get(ctx, s.key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger: get %s: %w", id, err)
+	}
+	var r Record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, 0, fmt.Errorf("ledger: decode %s: %w", id, err)
+	}
+	return &r, e.Revision(), nil
+}
+
+// Update applies fn to the record under id and stores the result with
+// compare-and-swap, retrying on conflicting writes. fn reports whether it
+// changed anything; nothing is written when it did not.
+func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*Record, error) {
+	for range maxCASRetries {
+		r, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !fn(r) {
+			return r, nil
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.kv.Update(ctx, s.key(id), b, rev)
+		if err == nil {
+			return r, nil
+		}
+		if !isWrongRevision(err) {
+			return nil, fmt.Errorf("ledger: update %s: %w", id, err)
+		}
+	}
+	return nil, fmt.Errorf("ledger: update %s: too much contention", id)
+}
+
+func isWrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return true
+	}
+	return errors.Is(err, jetstream.ErrKeyExists)
+}

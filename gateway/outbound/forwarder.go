@@ -1,0 +1,237 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// ForwarderConfig configures a Forwarder.
+type ForwarderConfig struct {
+	Party, Peer string        // our and the peer's party codes; required
+	Batch       int           // outbox items fetched and published together; 0 means 256
+	PubTimeout  time.Duration // wait for the peer's PubAcks of one batch; 0 means 5s
+	Durable     string        // consumer name; "" means "forward"
+	Now         func() time.Time
+	Logger      *slog.Logger
+	// OnRelayed, if set, is called for each message (not receipt) the peer
+	// acknowledged, after the outbox ack; hdr is the outbox message's header.
+	OnRelayed func(ctx context.Context, id string, hdr nats.Header)
+}
+
+// Forwarder moves outbox items to the peer's inbound stream.
+type Forwarder struct {
+	cfg    ForwarderConfig
+	local  jetstream.JetStream // our JetStream (CMX_OUT)
+	border jetstream.JetStream // publishes across the leafnode
+	sent   *ledger.Store
+
+	lastOK, lastErr atomic.Int64 // unix nanos of the last peer PubAck / failure
+	forwarded       atomic.Uint64
+}
+
+// NewForwarder returns a Forwarder reading CMX_OUT through local and
+// publishing through border.
+func NewForwarder(cfg ForwarderConfig, local, border jetstream.JetStream, sent *ledger.Store) *Forwarder {
+	if cfg.Batch <= 0 {
+		cfg.Batch = 256
+	}
+	if cfg.PubTimeout <= 0 {
+		cfg.PubTimeout = 5 * time.Second
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = "forward"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Forwarder{cfg: cfg, local: local, border: border, sent: sent}
+}
+
+// ConsumerConfig is the durable consumer the forwarder reads the outbox with.
+func (f *Forwarder) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       f.cfg.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 4 * f.cfg.Batch,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// LinkUp reports whether the last publish to the peer succeeded.
+func (f *Forwarder) LinkUp() bool { return f.lastOK.Load() >= f.lastErr.Load() && f.lastOK.Load() > 0 }
+
+// Forwarded counts items the peer acknowledged since start.
+func (f *Forwarder) Forwarded() uint64 { return f.forwarded.Load() }
+
+// Run forwards until ctx ends.
+func (f *Forwarder) Run(ctx context.Context) error {
+	cons, err := f.local.CreateOrUpdateConsumer(ctx, transport.StreamOut, f.ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("outbound: forward consumer: %w", err)
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(f.cfg.Batch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			f.cfg.Logger.WarnContext(ctx, "outbox fetch failed", slog.Any("err", err))
+			sleep(ctx, time.Second)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if f.forward(ctx, msgs) {
+			failures = 0
+		} else {
+			failures++
+			sleep(ctx, retryDelay(failures))
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// retryDelay backs off while the link is down: 100ms doubling to 5s.
+func retryDelay(failures int) time.Duration {
+	d := 100 * time.Millisecond << min(failures, 6)
+	return min(d, 5*time.Second)
+}
+
+// forward publishes one batch asynchronously and settles each outbox item on
+// its own PubAck. It reports whether every item went through.
+func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	termed := make([]bool, len(msgs))
+	for i, m := range msgs {
+		out, err := f.peerMsg(m)
+		if err != nil {
+			// Only our own ingress writes the outbox, so this is a bug: keep
+			// the item (Term leaves it in the stream) and say so loudly.
+			f.cfg.Logger.ErrorContext(ctx, "outbox item cannot be forwarded", slog.Any("err", err))
+			_ = m.Term()
+			termed[i] = true
+			continue
+		}
+		futures[i], err = f.border.PublishMsgAsync(out, jetstream.WithExpectStream(transport.StreamIn))
+		if err != nil {
+			futures[i] = nil
+		}
+	}
+	allOK := true
+	timeout := time.NewTimer(f.cfg.PubTimeout)
+	defer timeout.Stop()
+	for i, fut := range futures {
+		if termed[i] {
+			continue
+		}
+		if fut == nil {
+			allOK = false
+			_ = msgs[i].NakWithDelay(time.Second)
+			continue
+		}
+		if !f.settle(ctx, msgs[i], fut, timeout.C) {
+			allOK = false
+		}
+	}
+	return allOK
+}
+
+func (f *Forwarder) settle(ctx context.Context, m jetstream.Msg, fut jetstream.PubAckFuture, timeout <-chan time.Time) bool {
+	var err error
+	select {
+	case <-fut.Ok():
+	case err = <-fut.Err():
+	case <-timeout:
+		err = errors.New("timed out waiting for the peer's PubAck")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		f.lastErr.Store(f.cfg.Now().UnixNano())
+		f.cfg.Logger.DebugContext(ctx, "forward failed; item stays in the outbox", slog.Any("err", err))
+		_ = m.NakWithDelay(time.Second)
+		return false
+	}
+	f.lastOK.Store(f.cfg.Now().UnixNano())
+	f.forwarded.Add(1)
+	if err := m.Ack(); err != nil {
+		f.cfg.Logger.WarnContext(ctx, "outbox ack failed; the peer will deduplicate the resend", slog.Any("err", err))
+	}
+	if strings.Contains(m.Subject(), ".msg.") && f.cfg.OnRelayed != nil {
+		f.cfg.OnRelayed(ctx, m.Headers().Get(jetstream.MsgIDHeader), m.Headers())
+	}
+	return true
+}
+
+// peerMsg maps an outbox item to the peer's inbound subject, keeping its
+// Nats-Msg-Id and trace headers.
+func (f *Forwarder) peerMsg(m jetstream.Msg) (*nats.Msg, error) {
+	from, to := strings.ToLower(f.cfg.Party), strings.ToLower(f.cfg.Peer)
+	rest, ok := strings.CutPrefix(m.Subject(), "cmx.out."+to+".")
+	if !ok {
+		return nil, fmt.Errorf("unexpected outbox subject %q", m.Subject())
+	}
+	var subj string
+	switch {
+	case rest == "rcpt":
+		subj = transport.XRcptSubject(from, to)
+	case strings.HasPrefix(rest, "msg."):
+		subj = transport.XMsgSubject(from, to, strings.TrimPrefix(rest, "msg."))
+	default:
+		return nil, fmt.Errorf("unexpected outbox subject %q", m.Subject())
+	}
+	if m.Headers().Get(jetstream.MsgIDHeader) == "" {
+		return nil, fmt.Errorf("outbox item on %q has no %s", m.Subject(), jetstream.MsgIDHeader)
+	}
+	out := nats.NewMsg(subj)
+	out.Data = m.Data()
+	for _, k := range []string{jetstream.MsgIDHeader, "traceparent", "tracestate"} {
+		if v := m.Headers().Get(k); v != "" {
+			out.Header[k] = []string{v}
+		}
+	}
+	return out, nil
+}
+
+// MarkRelayed records the relayed event of an outbound message.
+func MarkRelayed(ctx context.Context, sent *ledger.Store, id string, at time.Time) error {
+	_, err := sent.Update(ctx, id, func(r *ledger.Record) bool {
+		return r.AddEvent(ledger.Event(api.StatusRelayed, at, ""))
+	})
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil // the ingress crashed between publish and record: nothing to annotate
+	}
+	return err
+}

@@ -1,0 +1,172 @@
+package outbound
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/certs"
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// SenderConfig configures a Sender. Fields must not change after NewSender.
+type SenderConfig struct {
+	Party          string            // our party code, e.g. "US"; required
+	Peer           string            // the peer's party code, e.g. "JP"; required
+	Signer         *certs.Identity   // our signing identity; required
+	PeerEncryption *x509.Certificate // the peer's current encryption certificate; required
+	OutageBudget   time.Duration     // 0 means 7 days; sets exp = iat + budget
+	Now            func() time.Time  // nil means time.Now
+	Logger         *slog.Logger      // nil discards
+}
+
+// Sender seals submissions and publishes them durably to the outbox.
+type Sender struct {
+	cfg  SenderConfig
+	js   jetstream.JetStream
+	sent *ledger.Store
+}
+
+// NewSender returns a Sender publishing with js and recording in sent.
+func NewSender(cfg SenderConfig, js jetstream.JetStream, sent *ledger.Store) (*Sender, error) {
+	var errs []error
+	if cfg.Party == "" || cfg.Peer == "" {
+		errs = append(errs, errors.New("outbound: party and peer are required"))
+	}
+	if cfg.Signer == nil {
+		errs = append(errs, errors.New("outbound: signer is required"))
+	}
+	if cfg.PeerEncryption == nil {
+		errs = append(errs, errors.New("outbound: peer encryption certificate is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.OutageBudget == 0 {
+		cfg.OutageBudget = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sender{cfg: cfg, js: js, sent: sent}, nil
+}
+
+var agencyName = regexp.MustCompile(`^[A-Z0-9][A-Z0-9-]{0,31}$`)
+
+// claims builds the signed claims of a submission; every check here answers
+// the agency before anything is signed or published.
+func (s *Sender) claims(agency, id string, req *api.SubmitRequest, now time.Time) (*envelope.Claims, error) {
+	t := envelope.Type(req.Type)
+	if !t.Valid() {
+		return nil, &api.Error{Kind: api.KindUnprocessable, Code: "unknown-type", Field: "/type", Detail: "unknown message type"}
+	}
+	if req.To != s.cfg.Peer {
+		return nil, &api.Error{Kind: api.KindUnprocessable, Code: "unknown-peer", Field: "/to",
+			Detail: fmt.Sprintf("this gateway exchanges with %s only", s.cfg.Peer)}
+	}
+	recipient, err := s.recipient(req.Recipient)
+	if err != nil {
+		return nil, err
+	}
+	if err := envelope.ValidateBody(t, req.Body); err != nil {
+		return nil, schemaError(err)
+	}
+	c := &envelope.Claims{
+		Issuer: s.cfg.Party, Audience: s.cfg.Peer, ID: id,
+		IssuedAt: now.Unix(), Expiry: now.Add(s.cfg.OutageBudget).Unix(),
+		Type: t, Schema: t.Schema(), Sender: s.cfg.Party + ":" + agency, Recipient: recipient,
+		CorrelationID: req.CorrelationID, Marking: req.Marking, Body: req.Body,
+	}
+	if err := envelope.ValidateClaims(c); err != nil {
+		return nil, &api.Error{Kind: api.KindUnprocessable, Code: "invalid-message", Detail: err.Error()}
+	}
+	return c, nil
+}
+
+// recipient accepts "MHLW" or "JP:MHLW" and returns the qualified form.
+func (s *Sender) recipient(r string) (string, error) {
+	if r == "" {
+		return "", nil
+	}
+	name := strings.TrimPrefix(r, s.cfg.Peer+":")
+	if !agencyName.MatchString(name) {
+		return "", &api.Error{Kind: api.KindInvalid, Code: "invalid-recipient", Field: "/recipient",
+			Detail: "recipient must be an agency code of the peer, e.g. " + s.cfg.Peer + ":MHLW"}
+	}
+	return s.cfg.Peer + ":" + name, nil
+}
+
+func schemaError(err error) error {
+	e := &api.Error{Kind: api.KindUnprocessable, Code: "schema-invalid", Detail: err.Error(), Err: err}
+	var se *envelope.SchemaError
+	if errors.As(err, &se) {
+		e.Field = "/body" + se.Field
+		e.Detail = se.Reason
+	}
+	return e
+}
+
+// Submit seals the submission under the pre-assigned id and publishes it. It
+// returns after the outbox PubAck and the ledger record are both durable.
+// hdr carries trace context to propagate (may be nil).
+func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest, hdr nats.Header) (*api.SubmitResponse, error) {
+	now := s.cfg.Now()
+	c, err := s.claims(agency, id, req, now)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := envelope.Seal(c, s.cfg.Signer, s.cfg.PeerEncryption)
+	if err != nil {
+		return nil, fmt.Errorf("outbound: seal %s: %w", id, err)
+	}
+	msg := nats.NewMsg(transport.OutMsgSubject(strings.ToLower(s.cfg.Peer), req.Type))
+	msg.Data = sealed.Envelope
+	for k, v := range hdr {
+		msg.Header[k] = v
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
+	if err != nil {
+		return nil, unavailable("outbox publish", err)
+	}
+	rec := &ledger.Record{
+		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
+		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
+		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry,
+		TraceID:  traceID(hdr),
+		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
+	}
+	if _, err := s.sent.Create(ctx, id, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
+		return nil, unavailable("ledger", err)
+	}
+	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "message accepted",
+		slog.String("msg_id", id), slog.String("type", req.Type), slog.String("sender", c.Sender),
+		slog.Uint64("outbox_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
+	return &api.SubmitResponse{ID: id, Status: api.StatusAccepted}, nil
+}
+
+func unavailable(what string, err error) error {
+	return &api.Error{Kind: api.KindUnavailable, Code: "unavailable", Detail: what + " failed; retry with the same Idempotency-Key", Err: err}
+}
+
+// traceID extracts the trace id from a W3C traceparent header, if any.
+func traceID(hdr nats.Header) string {
+	tp := hdr.Get("traceparent")
+	if len(tp) == 55 && tp[2] == '-' {
+		return tp[3:35]
+	}
+	return ""
+}

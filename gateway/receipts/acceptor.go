@@ -1,0 +1,101 @@
+package receipts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+)
+
+var (
+	// ErrUnknownMessage means the receipt names a message we have no record
+	// of. It may be a race with our own ingress (retry a few times) or a
+	// receipt for something we never sent (catalogue R-01).
+	ErrUnknownMessage = errors.New("receipts: receipt for an unknown message")
+	// ErrMismatch means the receipt verifies but attests an envelope other
+	// than the one we sent (catalogue R-02).
+	ErrMismatch = errors.New("receipts: receipt does not match the message we sent")
+	// ErrInvalid means the receipt does not verify (catalogue ).
+	ErrInvalid = errors.New("receipts: receipt does not verify")
+)
+
+// AcceptorConfig configures an Acceptor.
+type AcceptorConfig struct {
+	Verifier *envelope.ReceiptVerifier // pinned to the peer's roots, Self = our party; required
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// Acceptor verifies, matches and records the peer's receipts.
+type Acceptor struct {
+	cfg   AcceptorConfig
+	sent  *ledger.Store
+	store *ledger.Receipts
+}
+
+// NewAcceptor returns an Acceptor over the outbound ledger and receipt store.
+func NewAcceptor(cfg AcceptorConfig, sent *ledger.Store, store *ledger.Receipts) *Acceptor {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Acceptor{cfg: cfg, sent: sent, store: store}
+}
+
+// Accept processes one receipt token. It returns the verified receipt, or an
+// error wrapping ErrInvalid, ErrUnknownMessage or ErrMismatch, or a transient
+// storage error.
+func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.VerifiedReceipt, error) {
+	vr, err := a.cfg.Verifier.Verify(token, a.cfg.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	rec, _, err := a.sent.Get(ctx, vr.Msg)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return vr, fmt.Errorf("%w: %s", ErrUnknownMessage, vr.Msg)
+	}
+	if err != nil {
+		return vr, err
+	}
+	if vr.EnvSHA256 != rec.EnvSHA256 || (vr.MsgSHA256 != "" && vr.MsgSHA256 != rec.MsgSHA256) {
+		_ = a.store.Quarantine(ctx, envelope.Digest(token), token)
+		return vr, fmt.Errorf("%w: %s %s", ErrMismatch, vr.Msg, vr.Status)
+	}
+	stored, fresh, err := a.store.Put(ctx, ledger.Received, vr.Msg, string(vr.Status), token)
+	if err != nil {
+		return vr, err
+	}
+	if !fresh && string(stored) != string(token) {
+		// ECDSA is randomised, so a re-signed receipt differs in bytes;
+		// the first stored one wins and the timeline does not move again.
+		a.cfg.Logger.InfoContext(ctx, "second receipt for the same status kept out",
+			slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
+	}
+	if _, err := a.sent.Update(ctx, vr.Msg, func(r *ledger.Record) bool { return r.AddEvent(event(vr)) }); err != nil {
+		return vr, err
+	}
+	return vr, nil
+}
+
+// event is the timeline event a receipt attests, at the time the peer signed.
+func event(vr *envelope.VerifiedReceipt) api.Event {
+	at := time.Unix(vr.IssuedAt, 0)
+	switch vr.Status {
+	case envelope.StatusAccepted:
+		return ledger.Event(api.StatusReceived, at, "")
+	case envelope.StatusDelivered:
+		if vr.DeliveredAt > 0 {
+			at = time.Unix(vr.DeliveredAt, 0)
+		}
+		return ledger.Event(api.StatusDelivered, at, "")
+	default:
+		return ledger.Event(api.StatusRejected, at, string(vr.Reason))
+	}
+}

@@ -1,0 +1,14 @@
+// Package receipts issues our signed receipts and accepts the peer's
+// (DESIGN.md §3 step 5, §4 "Receipt").
+//
+// Issuer signs a receipt, stores its exact bytes in cmx_receipts (the first
+// stored bytes win: one receipt per message and status, invariant 4) and
+// publishes the stored bytes to the outbox with Nats-Msg-Id = receipt id, so
+// the forwarder carries it to the peer like any message. A duplicate
+// envelope gets the stored bytes again (Resend), never a fresh signature.
+//
+// Acceptor verifies a peer receipt against the peer's pinned roots, matches
+// it to the message we sent (id, envelope digest, inner JWS digest), stores
+// it and moves the message's timeline. A receipt that does not verify or
+// match is never counted: it is quarantined and logged as an alert.
+package receipts

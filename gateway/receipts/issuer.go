@@ -1,0 +1,120 @@
+package receipts
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/certs"
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// IssuerConfig configures an Issuer.
+type IssuerConfig struct {
+	Party, Peer string          // our and the peer's party codes; required
+	Signer      *certs.Identity // our signing identity; required
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Issuer signs, stores and sends our receipts.
+type Issuer struct {
+	cfg   IssuerConfig
+	js    jetstream.JetStream
+	store *ledger.Receipts
+}
+
+// NewIssuer returns an Issuer publishing to the outbox through js.
+func NewIssuer(cfg IssuerConfig, js jetstream.JetStream, store *ledger.Receipts) *Issuer {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Issuer{cfg: cfg, js: js, store: store}
+}
+
+// Issue signs r (Issuer, Audience, IssuedAt filled in when empty), stores it
+// unless a receipt for the same message and status exists, and publishes the
+// stored bytes. It returns the stored bytes: on a repeat, the original ones.
+func (i *Issuer) Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
+	return i.issue(ctx, ledger.Issued, r.Msg, "", r, hdr)
+}
+
+// IssueConflict issues the rejected/duplicate_conflict receipt for an
+// envelope that reuses a message id with other content. It is stored apart
+// from the message's own receipts (keyed by the conflicting digest), so the
+// original's receipts stay untouched and both are kept as evidence.
+func (i *Issuer) IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
+	return i.issue(ctx, "conflict", r.Msg+"."+r.EnvSHA256, ".conflict."+r.EnvSHA256, r, hdr)
+}
+
+func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
+	if r.Issuer == "" {
+		r.Issuer = i.cfg.Party
+	}
+	if r.Audience == "" {
+		r.Audience = i.cfg.Peer
+	}
+	if r.IssuedAt == 0 {
+		r.IssuedAt = i.cfg.Now().Unix()
+	}
+	if existing, err := i.store.Get(ctx, role, key, string(r.Status)); err == nil {
+		return existing, i.publish(ctx, existing, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
+	}
+	token, err := envelope.IssueReceipt(r, i.cfg.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("receipts: sign %s/%s: %w", r.Msg, r.Status, err)
+	}
+	stored, _, err := i.store.Put(ctx, role, key, string(r.Status), token)
+	if err != nil {
+		return nil, err
+	}
+	return stored, i.publish(ctx, stored, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
+}
+
+// Resend publishes again every receipt already issued for msgID, byte for
+// byte, under a Nats-Msg-Id derived from trigger (the duplicate's inbound
+// sequence) so that the outbox does not drop it as a duplicate while a
+// redelivery of the same trigger still does.
+func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, hdr nats.Header) (int, error) {
+	all, err := i.store.All(ctx, ledger.Issued, msgID)
+	if err != nil {
+		return 0, err
+	}
+	for _, tok := range all {
+		status := receiptStatus(tok)
+		if err := i.publish(ctx, tok, msgID+"."+status+".resend."+trigger, hdr); err != nil {
+			return 0, err
+		}
+	}
+	return len(all), nil
+}
+
+// receiptStatus reads the status of one of our own stored receipts from its
+// store order; it only needs to be unique per receipt for the Msg-Id.
+func receiptStatus(tok []byte) string {
+	return envelope.Digest(tok)[:12]
+}
+
+func (i *Issuer) publish(ctx context.Context, token []byte, msgID string, hdr nats.Header) error {
+	m := nats.NewMsg(transport.OutRcptSubject(strings.ToLower(i.cfg.Peer)))
+	m.Data = token
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := hdr.Get(k); v != "" {
+			m.Header[k] = []string{v}
+		}
+	}
+	if _, err := i.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(transport.StreamOut)); err != nil {
+		return fmt.Errorf("receipts: publish %s: %w", msgID, err)
+	}
+	return nil
+}
