@@ -81,6 +81,7 @@ const (
 	ReasonDuplicateConflict Reason = "duplicate_conflict" // same id seen with another digest
 	ReasonPolicyDenied      Reason = "policy_denied"      // marking or type refused by local policy
 	ReasonRoutingMismatch   Reason = "routing_mismatch"   // subject or headers disagree with signed claims
+	ReasonDeliveryFailed    Reason = "delivery_failed"    // accepted, but our agency refused it permanently
 )
 
 // Digest returns the base64url (unpadded) SHA-256 of b, the form used by the

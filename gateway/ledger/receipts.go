@@ -52,10 +52,16 @@ func (r *Receipts) Get(ctx context.Context, role, msgID, status string) ([]byte,
 	return e.Value(), nil
 }
 
+// Stored is one stored receipt.
+type Stored struct {
+	Status string
+	Token  []byte
+}
+
 // All returns every stored receipt of msgID for role, in status order
 // accepted, delivered, rejected.
-func (r *Receipts) All(ctx context.Context, role, msgID string) ([][]byte, error) {
-	var out [][]byte
+func (r *Receipts) All(ctx context.Context, role, msgID string) ([]Stored, error) {
+	var out []Stored
 	for _, st := range []string{"accepted", "delivered", "rejected"} {
 		b, err := r.Get(ctx, role, msgID, st)
 		if errors.Is(err, ErrNotFound) {
@@ -64,7 +70,7 @@ func (r *Receipts) All(ctx context.Context, role, msgID string) ([][]byte, error
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, b)
+		out = append(out, Stored{Status: st, Token: b})
 	}
 	return out, nil
 }

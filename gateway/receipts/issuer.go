@@ -90,19 +90,12 @@ func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, hdr nats.Hea
 	if err != nil {
 		return 0, err
 	}
-	for _, tok := range all {
-		status := receiptStatus(tok)
-		if err := i.publish(ctx, tok, msgID+"."+status+".resend."+trigger, hdr); err != nil {
+	for _, st := range all {
+		if err := i.publish(ctx, st.Token, msgID+"."+st.Status+".resend."+trigger, hdr); err != nil {
 			return 0, err
 		}
 	}
 	return len(all), nil
-}
-
-// receiptStatus reads the status of one of our own stored receipts from its
-// store order; it only needs to be unique per receipt for the Msg-Id.
-func receiptStatus(tok []byte) string {
-	return envelope.Digest(tok)[:12]
 }
 
 func (i *Issuer) publish(ctx context.Context, token []byte, msgID string, hdr nats.Header) error {

@@ -1,0 +1,271 @@
+package inbound
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// item is one inbound message while it is processed.
+type item struct {
+	m      jetstream.Msg
+	seq    uint64 // stream sequence in CMX_IN
+	tries  uint64 // JetStream delivery count
+	id     string // message id: signed jti once opened, the Nats-Msg-Id before
+	env    []byte
+	digest string // env_sha256
+	opened *envelope.Opened
+	hdr    nats.Header
+}
+
+func (p *Processor) newItem(m jetstream.Msg) *item {
+	it := &item{m: m, env: m.Data(), digest: envelope.Digest(m.Data()), hdr: m.Headers(), tries: 1}
+	if meta, err := m.Metadata(); err == nil {
+		it.seq, it.tries = meta.Sequence.Stream, meta.NumDelivered
+	}
+	it.id, _, _ = strings.Cut(m.Headers().Get(jetstream.MsgIDHeader), ".resend.")
+	return it
+}
+
+// handleMsg runs one inbound message through the pipeline.
+func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
+	it := p.newItem(m)
+	opened, err := p.opener.Open(it.env, p.cfg.Now())
+	if err != nil {
+		if envelope.IsTransient(err) {
+			p.cfg.Logger.WarnContext(ctx, "inbound message not yet valid; holding it", slog.String("msg_id", it.id), slog.Any("err", err))
+			p.nak(it, 0)
+			return
+		}
+		p.cfg.Logger.WarnContext(ctx, "inbound envelope refused", slog.String("msg_id", it.id),
+			slog.String("reason", string(envelope.ReasonOf(err))), slog.Any("err", err))
+		p.rejectUnopened(ctx, it, envelope.ReasonOf(err))
+		return
+	}
+	if it.id != opened.Claims.ID {
+		// The transport id is a hint; the signed jti is the id (N-01, J-23).
+		p.cfg.Logger.WarnContext(ctx, "Nats-Msg-Id disagrees with the signed id",
+			slog.String("hint", it.id), slog.String("msg_id", opened.Claims.ID))
+	}
+	it.opened, it.id = opened, opened.Claims.ID
+	defer p.lock(it.id)()
+	rec, dup, err := p.claim(ctx, it)
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "dedup claim failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
+		p.nak(it, 0)
+		return
+	}
+	switch {
+	case rec.EnvSHA256 != it.digest:
+		p.equivocation(ctx, it, rec)
+	case dup:
+		p.duplicate(ctx, it)
+	default:
+		p.advance(ctx, it, rec)
+	}
+}
+
+// claim creates the dedup record, or returns the existing one. dup is true
+// when the record belongs to another copy (another stream sequence).
+func (p *Processor) claim(ctx context.Context, it *item) (*ledger.Record, bool, error) {
+	c := it.opened.Claims
+	rec := &ledger.Record{
+		ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
+		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
+		Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry,
+		TraceID: traceID(it.hdr), Timeline: []api.Event{},
+	}
+	got, err := p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
+	if errors.Is(err, ledger.ErrExists) {
+		return got, got.Seq != it.seq, nil
+	}
+	return got, false, err
+}
+
+// advance moves an original (non-duplicate) message forward from wherever
+// its record says it stopped.
+func (p *Processor) advance(ctx context.Context, it *item, rec *ledger.Record) {
+	if rec.Terminal() {
+		_ = it.m.Ack()
+		return
+	}
+	if reason, ok := p.policy(it); !ok {
+		p.reject(ctx, it, reason, "")
+		return
+	}
+	if !rec.Has(api.StatusAccepted) {
+		if !p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusAccepted}, api.StatusAccepted, "") {
+			return
+		}
+	}
+	p.deliver(ctx, it)
+}
+
+// policy checks the routing hints against the signed claims, then the
+// recipient and the marking.
+func (p *Processor) policy(it *item) (envelope.Reason, bool) {
+	c := it.opened.Claims
+	from, to, kind, typ, err := transport.ParseXSubject(it.m.Subject())
+	if err != nil || kind != "msg" || typ != string(c.Type) ||
+		from != strings.ToLower(c.Issuer) || to != strings.ToLower(c.Audience) {
+		return envelope.ReasonRoutingMismatch, false
+	}
+	if _, ok := p.dir.Resolve(c.Type, c.Recipient); !ok {
+		return envelope.ReasonUnknownRecipient, false
+	}
+	if !p.dir.MarkingAllowed(c.Marking) {
+		return envelope.ReasonPolicyDenied, false
+	}
+	return "", true
+}
+
+// deliver hands the message to its agency and settles the JetStream message.
+func (p *Processor) deliver(ctx context.Context, it *item) {
+	c := it.opened.Claims
+	agency, _ := p.dir.Resolve(c.Type, c.Recipient)
+	d := &api.Delivery{
+		ID: c.ID, Type: string(c.Type), From: c.Issuer, Sender: c.Sender, Recipient: p.cfg.Party + ":" + agency,
+		CorrelationID: c.CorrelationID, Marking: c.Marking, Body: c.Body, JWS: string(it.opened.Inner),
+	}
+	out := p.deliverer.Deliver(ctx, agency, d, it.hdr)
+	switch {
+	case out.Err == nil && out.Pull:
+		_ = it.m.Ack() // delivered when the agency acks its inbox
+	case out.Err == nil:
+		now := p.cfg.Now()
+		r := &envelope.Receipt{Status: envelope.StatusDelivered, Recipient: d.Recipient, DeliveredAt: now.Unix()}
+		if p.issue(ctx, it, r, api.StatusDelivered, "") {
+			_ = it.m.Ack()
+		}
+	case out.Permanent:
+		p.cfg.Logger.ErrorContext(ctx, "ALERT agency refused the message permanently",
+			slog.String("msg_id", c.ID), slog.String("agency", agency), slog.Any("err", out.Err))
+		p.reject(ctx, it, envelope.ReasonDeliveryFailed, out.Err.Error())
+	default:
+		p.cfg.Logger.WarnContext(ctx, "delivery failed; will retry", slog.String("msg_id", c.ID),
+			slog.String("agency", agency), slog.Uint64("attempt", it.tries), slog.Any("err", out.Err))
+		p.nak(it, out.RetryAfter)
+	}
+}
+
+// issue signs, stores and sends one receipt for it, then records the event.
+// On a storage failure it naks the message and returns false: invariant 6,
+// no progress without evidence.
+func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, status, reason string) bool {
+	r.Msg, r.EnvSHA256 = it.id, it.digest
+	if it.opened != nil {
+		r.MsgSHA256 = it.opened.MsgSHA256
+	}
+	if _, err := p.issuer.Issue(ctx, r, it.hdr); err != nil {
+		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be issued; holding the message",
+			slog.String("msg_id", it.id), slog.String("status", string(r.Status)), slog.Any("err", err))
+		p.nak(it, 0)
+		return false
+	}
+	key := ledger.SeenKey(p.cfg.Peer, it.id)
+	_, err := p.seen.Update(ctx, key, func(rec *ledger.Record) bool {
+		return rec.AddEvent(ledger.Event(status, p.cfg.Now(), reason))
+	})
+	if err != nil {
+		p.cfg.Logger.WarnContext(ctx, "ledger update failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
+		p.nak(it, 0)
+		return false
+	}
+	return true
+}
+
+// reject issues the signed rejected receipt and settles the message.
+func (p *Processor) reject(ctx context.Context, it *item, reason envelope.Reason, detail string) {
+	if p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusRejected, Reason: reason}, api.StatusRejected, string(reason)) {
+		p.cfg.Logger.WarnContext(ctx, "message rejected", slog.String("msg_id", it.id),
+			slog.String("reason", string(reason)), slog.String("detail", detail))
+		_ = it.m.Ack()
+	}
+}
+
+// rejectUnopened handles an envelope that could not be opened: the receipt
+// names the transport's id, bound by env_sha256 (DESIGN.md §4).
+func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelope.Reason) {
+	if !envelope.ValidID(it.id) {
+		p.cfg.Logger.ErrorContext(ctx, "ALERT inbound item without a usable id; kept in CMX_IN, no receipt possible",
+			slog.Uint64("seq", it.seq), slog.String("env_sha256", it.digest), slog.String("reason", string(reason)))
+		_ = it.m.Term()
+		return
+	}
+	defer p.lock(it.id)()
+	rec := &ledger.Record{ID: it.id, Direction: api.Inbound, From: p.cfg.Peer, To: p.cfg.Party,
+		Seq: it.seq, EnvSHA256: it.digest, TraceID: traceID(it.hdr), Timeline: []api.Event{}}
+	got, err := p.seen.Create(ctx, ledger.SeenKey(p.cfg.Peer, it.id), rec)
+	switch {
+	case errors.Is(err, ledger.ErrExists) && got.EnvSHA256 != it.digest:
+		p.equivocation(ctx, it, got)
+	case errors.Is(err, ledger.ErrExists) && got.Seq != it.seq:
+		p.duplicate(ctx, it)
+	case err != nil && !errors.Is(err, ledger.ErrExists):
+		p.nak(it, 0)
+	default:
+		p.reject(ctx, it, reason, "")
+	}
+}
+
+// duplicate answers another copy of a message we already hold with the
+// stored receipts, byte for byte (invariant 4), and delivers nothing.
+func (p *Processor) duplicate(ctx context.Context, it *item) {
+	n, err := p.issuer.Resend(ctx, it.id, strconv.FormatUint(it.seq, 10), it.hdr)
+	if err != nil {
+		p.nak(it, 0)
+		return
+	}
+	p.cfg.Logger.InfoContext(ctx, "duplicate envelope answered with the original receipts",
+		slog.String("msg_id", it.id), slog.Int("receipts", n))
+	_ = it.m.Ack()
+}
+
+// equivocation: the same id with other content. Never delivered; a signed
+// rejected/duplicate_conflict receipt, an alert, and both envelopes kept in
+// CMX_IN (the record lists the conflicting digests).
+func (p *Processor) equivocation(ctx context.Context, it *item, rec *ledger.Record) {
+	p.cfg.Logger.ErrorContext(ctx, "ALERT equivocation: same message id, different envelope",
+		slog.String("msg_id", it.id), slog.String("first_env_sha256", rec.EnvSHA256), slog.String("env_sha256", it.digest))
+	r := &envelope.Receipt{Msg: it.id, Status: envelope.StatusRejected, Reason: envelope.ReasonDuplicateConflict, EnvSHA256: it.digest}
+	if it.opened != nil {
+		r.MsgSHA256 = it.opened.MsgSHA256
+	}
+	if _, err := p.issuer.IssueConflict(ctx, r, it.hdr); err != nil {
+		p.nak(it, 0)
+		return
+	}
+	_, _ = p.seen.Update(ctx, ledger.SeenKey(p.cfg.Peer, it.id), func(rec *ledger.Record) bool {
+		for _, d := range rec.Conflicts {
+			if d == it.digest {
+				return false
+			}
+		}
+		rec.Conflicts = append(rec.Conflicts, it.digest)
+		return true
+	})
+	_ = it.m.Ack()
+}
+
+func (p *Processor) nak(it *item, retryAfter time.Duration) {
+	_ = it.m.NakWithDelay(Backoff(it.tries, retryAfter))
+}
+
+func traceID(hdr nats.Header) string {
+	tp := hdr.Get("traceparent")
+	if len(tp) == 55 && tp[2] == '-' {
+		return tp[3:35]
+	}
+	return ""
+}

@@ -1,0 +1,216 @@
+package inbound
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// Opener opens envelopes (an *envelope.Opener).
+type Opener interface {
+	Open(env []byte, now time.Time) (*envelope.Opened, error)
+}
+
+// Issuer issues our receipts (a *receipts.Issuer).
+type Issuer interface {
+	Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
+	IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
+	Resend(ctx context.Context, msgID, trigger string, hdr nats.Header) (int, error)
+}
+
+// Acceptor accepts the peer's receipts (a *receipts.Acceptor).
+type Acceptor interface {
+	Accept(ctx context.Context, token []byte) (*envelope.VerifiedReceipt, error)
+}
+
+// Outcome is the result of one delivery attempt.
+type Outcome struct {
+	Pull       bool          // placed in the agency's pull inbox; delivered when the agency acks
+	Err        error         // nil: the agency answered 2xx
+	Permanent  bool          // with Err: retrying cannot help (4xx, redirect, TLS trust)
+	RetryAfter time.Duration // with Err: the agency's (capped) Retry-After
+}
+
+// Deliverer hands a verified message to one of our agencies.
+type Deliverer interface {
+	Deliver(ctx context.Context, agency string, d *api.Delivery, hdr nats.Header) Outcome
+}
+
+// Directory knows our agencies and local policy.
+type Directory interface {
+	// Resolve returns the agency (party-local name) that receives a message
+	// of type t for the signed recipient ("JP:MHLW", or "" for the type's
+	// default agency), or false when no agency of ours takes it.
+	Resolve(t envelope.Type, recipient string) (string, bool)
+	// MarkingAllowed reports whether local policy accepts the marking.
+	MarkingAllowed(marking string) bool
+}
+
+// Config configures a Processor.
+type Config struct {
+	Party, Peer string // our and the peer's party codes; required
+	Workers     int    // concurrent messages per consumer; 0 means 4 × GOMAXPROCS
+	// ReceiptPermanent classifies an Acceptor error: true means Term (the
+	// receipt can never be accepted), false means retry later.
+	ReceiptPermanent func(err error, attempt uint64) bool
+	Now              func() time.Time
+	Logger           *slog.Logger
+}
+
+// Processor consumes CMX_IN.
+type Processor struct {
+	cfg       Config
+	js        jetstream.JetStream
+	seen      *ledger.Store
+	opener    Opener
+	issuer    Issuer
+	acceptor  Acceptor
+	deliverer Deliverer
+	dir       Directory
+	locks     [64]sync.Mutex // per message id (striped): no concurrent work on one id
+}
+
+// New returns a Processor. All dependencies are required.
+func New(cfg Config, js jetstream.JetStream, seen *ledger.Store, o Opener, i Issuer, a Acceptor, d Deliverer, dir Directory) *Processor {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReceiptPermanent == nil {
+		cfg.ReceiptPermanent = func(error, uint64) bool { return false }
+	}
+	return &Processor{cfg: cfg, js: js, seen: seen, opener: o, issuer: i, acceptor: a, deliverer: d, dir: dir}
+}
+
+func (p *Processor) lock(id string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	mu := &p.locks[h.Sum32()%uint32(len(p.locks))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// Consumer names and filters.
+func (p *Processor) consumerConfigs() (msgs, rcpts jetstream.ConsumerConfig) {
+	from, to := strings.ToLower(p.cfg.Peer), strings.ToLower(p.cfg.Party)
+	base := jetstream.ConsumerConfig{
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       2 * time.Minute,
+		MaxDeliver:    -1,
+		MaxAckPending: 1024,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	msgs, rcpts = base, base
+	msgs.Durable, msgs.FilterSubject = "inbound-msg", "cmx.x."+from+"."+to+".msg.>"
+	rcpts.Durable, rcpts.FilterSubject = "inbound-rcpt", transport.XRcptSubject(from, to)
+	return msgs, rcpts
+}
+
+// Run consumes until ctx ends.
+func (p *Processor) Run(ctx context.Context) error {
+	mc, rc := p.consumerConfigs()
+	msgCons, err := p.js.CreateOrUpdateConsumer(ctx, transport.StreamIn, mc)
+	if err != nil {
+		return fmt.Errorf("inbound: message consumer: %w", err)
+	}
+	rcptCons, err := p.js.CreateOrUpdateConsumer(ctx, transport.StreamIn, rc)
+	if err != nil {
+		return fmt.Errorf("inbound: receipt consumer: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.consume(ctx, msgCons, p.handleMsg) })
+	g.Go(func() error { return p.consume(ctx, rcptCons, p.handleRcpt) })
+	return g.Wait()
+}
+
+// consume feeds one consumer's messages to a bounded pool of workers.
+func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) error {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.Workers))
+	if err != nil {
+		return fmt.Errorf("inbound: consume: %w", err)
+	}
+	work := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range p.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				p.safely(ctx, m, handle)
+			}
+		}()
+	}
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			break
+		}
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	return nil
+}
+
+// safely is the recover boundary around one message (catalogue J-16 defence
+// in depth): a panic is logged and the message retried later, never lost.
+func (p *Processor) safely(ctx context.Context, m jetstream.Msg, handle func(context.Context, jetstream.Msg)) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.cfg.Logger.ErrorContext(ctx, "ALERT panic while processing an inbound message",
+				slog.String("subject", m.Subject()), slog.Any("panic", r))
+			_ = m.NakWithDelay(time.Minute)
+		}
+	}()
+	handle(ctx, m)
+}
+
+// handleRcpt accepts one peer receipt.
+func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
+	meta, _ := m.Metadata()
+	attempt := uint64(1)
+	if meta != nil {
+		attempt = meta.NumDelivered
+	}
+	vr, err := p.acceptor.Accept(ctx, m.Data())
+	switch {
+	case err == nil:
+		p.cfg.Logger.InfoContext(ctx, "receipt accepted", slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
+		_ = m.Ack()
+	case p.cfg.ReceiptPermanent(err, attempt):
+		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt refused", slog.Any("err", err))
+		_ = m.Term()
+	default:
+		p.cfg.Logger.WarnContext(ctx, "receipt not accepted yet; retrying", slog.Any("err", err))
+		_ = m.NakWithDelay(Backoff(attempt, 0))
+	}
+}
+
+// Backoff is the redelivery delay for attempt n (1-based): 1s, 5s, 30s,
+// 2m, 10m, then 30m; at least retryAfter, at most one hour.
+func Backoff(n uint64, retryAfter time.Duration) time.Duration {
+	steps := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute}
+	d := steps[min(int(max(n, 1))-1, len(steps)-1)]
+	return min(max(d, retryAfter), time.Hour)
+}
