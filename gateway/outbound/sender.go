@@ -145,7 +145,7 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 	rec := &ledger.Record{
 		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry,
+		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry, JWS: string(sealed.Inner),
 		TraceID:  traceID(hdr),
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}

@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/certs"
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/delivery"
+	"github.com/cmx-exchange/cmx/gateway/ingress"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// backend implements ingress.Backend over the node's stages.
+type backend struct{ n *Node }
+
+func (n *Node) ingress() (*ingress.Server, error) {
+	var agencies []ingress.Agency
+	for _, a := range n.cfg.Agencies {
+		agencies = append(agencies, ingress.Agency{ID: a.ID, Token: a.Token, CertURI: a.CertURI, Send: a.Send, Admin: a.Admin})
+	}
+	idemKV, err := n.js.KeyValue(context.Background(), transport.BucketIdem)
+	if err != nil {
+		return nil, err
+	}
+	return ingress.New(ingress.Config{
+		Party: n.cfg.Party, Agencies: agencies, MaxBodyBytes: n.cfg.Limits.MaxBodyBytes,
+		RatePerSecond: n.cfg.Limits.RatePerSecond, Burst: n.cfg.Limits.Burst, Logger: n.logger, Now: n.now,
+	}, backend{n}, ingress.KVIdem{KV: idemKV})
+}
+
+func (b backend) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {
+	return b.n.sender.Submit(ctx, agency, id, req, nats.Header{})
+}
+
+func notFound() error {
+	return &api.Error{Kind: api.KindNotFound, Code: "not-found", Detail: "no such message"}
+}
+
+// record finds a message by id, sent or received, visible to agency.
+func (b backend) record(ctx context.Context, agency, id string) (*ledger.Record, error) {
+	if !envelope.ValidID(id) {
+		return nil, notFound()
+	}
+	admin := b.admin(agency)
+	rec, _, err := b.n.sent.Get(ctx, id)
+	if err == nil && (admin || rec.Sender == b.n.cfg.Party+":"+agency) {
+		return rec, nil
+	}
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		return nil, unavailable(err)
+	}
+	rec, _, err = b.n.seen.Get(ctx, ledger.SeenKey(b.n.cfg.Peer.Party, id))
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, notFound()
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if got, _ := b.n.dir.Resolve(envelope.Type(rec.Type), rec.Recipient); admin || got == agency {
+		return rec, nil
+	}
+	return nil, notFound()
+}
+
+func (b backend) admin(agency string) bool {
+	a, ok := b.n.dir.agencies[agency]
+	return ok && a.Admin
+}
+
+func unavailable(err error) error {
+	return &api.Error{Kind: api.KindUnavailable, Code: "unavailable", Detail: "storage unavailable", Err: err}
+}
+
+func (b backend) Message(ctx context.Context, agency, id string) (*api.Message, error) {
+	rec, err := b.record(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	return rec.API(), nil
+}
+
+func (b backend) Receipts(ctx context.Context, agency, id string) (*api.Receipts, error) {
+	rec, err := b.record(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	all, err := b.n.rcpts.All(ctx, receiptRole(rec), id)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := &api.Receipts{ID: id, Receipts: []string{}}
+	for _, s := range all {
+		out.Receipts = append(out.Receipts, string(s.Token))
+	}
+	return out, nil
+}
+
+func receiptRole(rec *ledger.Record) string {
+	if rec.Direction == api.Outbound {
+		return ledger.Received
+	}
+	return ledger.Issued
+}
+
+func (b backend) Evidence(ctx context.Context, agency, id string) (*api.Evidence, error) {
+	rec, err := b.record(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := b.Receipts(ctx, agency, id)
+	if err != nil {
+		return nil, err
+	}
+	ev := &api.Evidence{ID: id, Direction: rec.Direction, Receipts: rs.Receipts, Chains: map[string]string{}}
+	stream := transport.StreamOut
+	if rec.Direction == api.Inbound {
+		stream = transport.StreamIn
+	}
+	if rec.Seq > 0 {
+		if m, err := b.n.js.Stream(ctx, stream); err == nil {
+			if raw, err := m.GetMsg(ctx, rec.Seq); err == nil && envelope.Digest(raw.Data) == rec.EnvSHA256 {
+				ev.Envelope = string(raw.Data)
+			}
+		}
+	}
+	ev.Message = rec.JWS
+	ev.Chains[b.n.cfg.Party] = string(certs.EncodeCertificates(b.n.keys.signing.Chain...))
+	return ev, nil
+}
+
+func (b backend) Inbox(ctx context.Context, agency string, limit int) ([]api.Delivery, error) {
+	items, err := b.n.inbox.List(ctx, agency, limit)
+	if err != nil {
+		if errors.Is(err, delivery.ErrInvalidLimit) {
+			return nil, &api.Error{Kind: api.KindInvalid, Code: "invalid-limit", Field: "limit", Detail: err.Error()}
+		}
+		return nil, unavailable(err)
+	}
+	return items, nil
+}
+
+// AckInbox records the delivery of a pulled message: the delivered receipt
+// first (durable evidence), then the inbox entry goes.
+func (b backend) AckInbox(ctx context.Context, agency, id string) error {
+	d, err := b.n.inbox.Get(ctx, agency, id)
+	if errors.Is(err, delivery.ErrNotInInbox) || errors.Is(err, delivery.ErrInvalidID) {
+		return notFound()
+	}
+	if err != nil {
+		return unavailable(err)
+	}
+	key := ledger.SeenKey(b.n.cfg.Peer.Party, id)
+	rec, _, err := b.n.seen.Get(ctx, key)
+	if err != nil {
+		return unavailable(err)
+	}
+	now := b.n.now()
+	r := &envelope.Receipt{Msg: id, Status: envelope.StatusDelivered, EnvSHA256: rec.EnvSHA256, MsgSHA256: rec.MsgSHA256,
+		Recipient: d.Recipient, DeliveredAt: now.Unix()}
+	if _, err := b.n.issuer.Issue(ctx, r, nats.Header{}); err != nil {
+		return unavailable(err)
+	}
+	if _, err := b.n.seen.Update(ctx, key, func(r *ledger.Record) bool {
+		return r.AddEvent(ledger.Event(api.StatusDelivered, now, ""))
+	}); err != nil {
+		return unavailable(err)
+	}
+	if err := b.n.inbox.Remove(ctx, agency, id); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+func (b backend) Peers(ctx context.Context) ([]api.PeerStatus, error) {
+	ps := api.PeerStatus{Party: b.n.cfg.Peer.Party, Link: "down"}
+	if b.n.forwarder.LinkUp() || b.n.leafUp() {
+		ps.Link = "up"
+	}
+	cons, err := b.n.js.Consumer(ctx, transport.StreamOut, "forward")
+	if err == nil {
+		if info, err := cons.Info(ctx); err == nil {
+			ps.Backlog = info.NumPending + uint64(info.NumAckPending)
+			ps.OldestAgeSecs = b.oldestAge(ctx, info)
+		}
+	}
+	return []api.PeerStatus{ps}, nil
+}
+
+// oldestAge is the age of the oldest outbox item the peer has not acknowledged.
+func (b backend) oldestAge(ctx context.Context, info *jetstream.ConsumerInfo) float64 {
+	if info.NumPending+uint64(info.NumAckPending) == 0 {
+		return 0
+	}
+	s, err := b.n.js.Stream(ctx, transport.StreamOut)
+	if err != nil {
+		return 0
+	}
+	m, err := s.GetMsg(ctx, info.AckFloor.Stream+1)
+	if err != nil {
+		return 0
+	}
+	return b.n.now().Sub(m.Time).Seconds()
+}
+
+func (n *Node) leafUp() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.embedded != nil && n.embedded.LeafConnected()
+}
+
+func (b backend) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := transport.CheckLayout(ctx, b.n.js, b.n.layout()); err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	if b.n.keys.decryption.Current() == nil {
+		return errors.New("keys: no current decryption key")
+	}
+	if now := b.n.now(); now.After(b.n.keys.signing.Cert.NotAfter) {
+		return errors.New("keys: signing certificate expired")
+	}
+	return nil
+}

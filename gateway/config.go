@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cmx-exchange/cmx/envelope"
+)
+
+// Config configures a Node: one gateway of one party. It is read from one
+// YAML file (LoadConfig); every scalar key can be overridden by an
+// environment variable CMX_<PATH> (ApplyEnv). Paths to files are relative to
+// the config file. Fields must not change after New.
+type Config struct {
+	Party        string        `yaml:"party"`         // our party code, e.g. "US"; required
+	Listen       string        `yaml:"listen"`        // HTTP API address; "" means "127.0.0.1:8443"
+	TLS          TLSFiles      `yaml:"tls"`           // HTTP API TLS; empty cert means plain HTTP (loopback only)
+	OutageBudget time.Duration `yaml:"outage_budget"` // 0 means 7 days: stream MaxAge, message exp, dedup horizon, retired keys
+	Log          LogConfig     `yaml:"log"`
+
+	Signing    KeyFiles   `yaml:"signing"`    // our signing certificate chain and key; required
+	Encryption []KeyFiles `yaml:"encryption"` // our decryption keys; the newest un-retired is current; required
+
+	Peer     PeerConfig     `yaml:"peer"`
+	Agencies []AgencyConfig `yaml:"agencies"` // our agencies; at least one
+	Markings []string       `yaml:"markings"` // handling markings accepted inbound; empty means any well-formed marking
+
+	NATS   NATSConfig   `yaml:"nats"`
+	Limits LimitsConfig `yaml:"limits"`
+
+	dir string // directory of the config file, for relative paths
+}
+
+// TLSFiles names a certificate chain and key in PEM files.
+type TLSFiles struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"` // CA bundle for agency client certificates; "" means bearer tokens only
+}
+
+// KeyFiles names a certificate chain (leaf first) and its private key.
+type KeyFiles struct {
+	Cert      string    `yaml:"cert"`
+	Key       string    `yaml:"key"`
+	RetiredAt time.Time `yaml:"retired_at"` // encryption keys only: zero while current
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error; "" means info
+	Format string `yaml:"format"` // json or text; "" means json
+}
+
+// PeerConfig describes the one peer party.
+type PeerConfig struct {
+	Party      string `yaml:"party"`      // e.g. "JP"; required
+	Trust      string `yaml:"trust"`      // PEM file of the peer's pinned roots; required
+	Encryption string `yaml:"encryption"` // PEM file of the peer's current encryption certificate chain; required
+}
+
+// AgencyConfig is one of our agencies.
+type AgencyConfig struct {
+	ID      string   `yaml:"id"`       // party-local code, e.g. "DOL-ILAB"; required
+	Token   string   `yaml:"token"`    // bearer token; set it through CMX_AGENCIES_<i>_TOKEN in production
+	CertURI string   `yaml:"cert_uri"` // SAN URI of its client certificate, e.g. urn:cmx:agency:US:DOL-ILAB
+	Send    []string `yaml:"send"`     // types it may send
+	Receive []string `yaml:"receive"`  // types it receives; the first agency listing a type is that type's default recipient
+	Webhook string   `yaml:"webhook"`  // delivery URL; "" means pull delivery (GET /v1/inbox)
+	Admin   bool     `yaml:"admin"`    // operators: may read every message and /v1/peers
+}
+
+// NATSConfig selects the embedded server or an external one.
+type NATSConfig struct {
+	URL      string        `yaml:"url"`      // external NATS; "" means the embedded server below
+	User     string        `yaml:"user"`     // credentials of this gateway in account XCHG
+	Password string        `yaml:"password"` //
+	Embedded EmbeddedNATS  `yaml:"embedded"`
+	Replicas int           `yaml:"replicas"` // stream replicas; 0 means 1 (3 in a production cluster)
+	Timeout  time.Duration `yaml:"timeout"`  // JetStream request timeout; 0 means 5s
+}
+
+// EmbeddedNATS configures the in-process nats-server.
+type EmbeddedNATS struct {
+	StoreDir     string   `yaml:"store_dir"`     // JetStream store; required when embedded
+	Port         int      `yaml:"port"`          // client port on 127.0.0.1; 0 means random
+	LeafListen   string   `yaml:"leaf_listen"`   // accept the peer's leafnode here ("host:port")
+	LeafRemote   string   `yaml:"leaf_remote"`   // or solicit the peer's leafnode ("tls://host:port")
+	LeafTLS      KeyFiles `yaml:"leaf_tls"`      // our TLS identity on the leafnode (server or client cert)
+	PeerUser     string   `yaml:"peer_user"`     // accepting side: the user the peer's leafnode logs in as
+	PeerPassword string   `yaml:"peer_password"` //
+	RemoteUser   string   `yaml:"remote_user"`   // soliciting side: our login at the peer's listener
+	RemotePass   string   `yaml:"remote_password"`
+	MaxStore     int64    `yaml:"max_store"` // JetStream file store limit in bytes; 0 means server default
+}
+
+// LimitsConfig bounds the work one input may cause.
+type LimitsConfig struct {
+	MaxBodyBytes  int64   `yaml:"max_body_bytes"`  // submitted JSON; 0 means 1 MiB
+	RatePerSecond float64 `yaml:"rate_per_second"` // per agency; 0 means 50
+	Burst         int     `yaml:"burst"`           // 0 means 100
+	MaxOutBytes   int64   `yaml:"max_out_bytes"`   // CMX_OUT size; 0 means 1 GiB
+	MaxInBytes    int64   `yaml:"max_in_bytes"`    // CMX_IN size; 0 means 1 GiB
+}
+
+// LoadConfig reads a YAML config file, applies CMX_* environment overrides
+// and validates the result.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.dir = filepath.Dir(path)
+	if err := ApplyEnv(&cfg, os.Environ()); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// SetDir sets the directory relative file paths are resolved against.
+func (c *Config) SetDir(dir string) { c.dir = dir }
+
+// Path resolves a file name of the config.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+var (
+	partyRe  = regexp.MustCompile(`^[A-Z]{2}$`)
+	agencyRe = regexp.MustCompile(`^[A-Z0-9][A-Z0-9-]{0,31}$`)
+)
+
+// Validate reports every problem of the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !partyRe.MatchString(c.Party) {
+		bad("party: %q is not a two-letter party code", c.Party)
+	}
+	if !partyRe.MatchString(c.Peer.Party) || c.Peer.Party == c.Party {
+		bad("peer.party: %q must be a two-letter party code other than ours", c.Peer.Party)
+	}
+	for name, f := range map[string]string{"signing.cert": c.Signing.Cert, "signing.key": c.Signing.Key,
+		"peer.trust": c.Peer.Trust, "peer.encryption": c.Peer.Encryption} {
+		if f == "" {
+			bad("%s: required", name)
+		}
+	}
+	if len(c.Encryption) == 0 {
+		bad("encryption: at least one key is required")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		bad("tls: cert and key go together")
+	}
+	if c.OutageBudget < 0 {
+		bad("outage_budget: must not be negative")
+	}
+	errs = append(errs, c.validateAgencies()...)
+	errs = append(errs, c.validateNATS()...)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateAgencies() []error {
+	var errs []error
+	if len(c.Agencies) == 0 {
+		errs = append(errs, errors.New("agencies: at least one agency is required"))
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Agencies {
+		at := fmt.Sprintf("agencies[%d]", i)
+		if !agencyRe.MatchString(a.ID) {
+			errs = append(errs, fmt.Errorf("%s.id: %q is not an agency code (A-Z, 0-9, '-')", at, a.ID))
+		}
+		if seen[a.ID] {
+			errs = append(errs, fmt.Errorf("%s.id: %q appears twice", at, a.ID))
+		}
+		seen[a.ID] = true
+		if a.Token == "" && a.CertURI == "" {
+			errs = append(errs, fmt.Errorf("%s: needs a token or a cert_uri to authenticate", at))
+		}
+		if a.Token != "" && len(a.Token) < 16 {
+			errs = append(errs, fmt.Errorf("%s.token: at least 16 characters", at))
+		}
+		for _, t := range slices.Concat(a.Send, a.Receive) {
+			if !envelope.Type(t).Valid() {
+				errs = append(errs, fmt.Errorf("%s: unknown message type %q", at, t))
+			}
+		}
+	}
+	return errs
+}
+
+func (c *Config) validateNATS() []error {
+	var errs []error
+	e := c.NATS.Embedded
+	if c.NATS.URL == "" {
+		if e.StoreDir == "" {
+			errs = append(errs, errors.New("nats.embedded.store_dir: required when nats.url is empty"))
+		}
+		if e.LeafListen != "" && e.LeafRemote != "" {
+			errs = append(errs, errors.New("nats.embedded: leaf_listen and leaf_remote exclude each other (one side accepts, the other solicits)"))
+		}
+		if (e.LeafListen != "" || e.LeafRemote != "") && (e.LeafTLS.Cert == "" || e.LeafTLS.Key == "") {
+			errs = append(errs, errors.New("nats.embedded.leaf_tls: cert and key required for the leafnode (mutual TLS)"))
+		}
+		if e.LeafListen != "" && (e.PeerUser == "" || len(e.PeerPassword) < 16) {
+			errs = append(errs, errors.New("nats.embedded: peer_user and a peer_password of 16+ characters required with leaf_listen"))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,291 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/delivery"
+	"github.com/cmx-exchange/cmx/gateway/inbound"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/outbound"
+	"github.com/cmx-exchange/cmx/gateway/receipts"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+)
+
+// Node is one running gateway: NATS (embedded or external), the pipeline
+// stages and the HTTP API. Create it with New, run it with Run.
+type Node struct {
+	cfg    *Config
+	keys   *keys
+	logger *slog.Logger
+	now    func() time.Time
+
+	started  chan struct{}
+	mu       sync.Mutex
+	httpAddr net.Addr
+	embedded *transport.Embedded
+
+	// set up by Run
+	js        jetstream.JetStream
+	sent      *ledger.Store
+	seen      *ledger.Store
+	rcpts     *ledger.Receipts
+	sender    *outbound.Sender
+	forwarder *outbound.Forwarder
+	issuer    *receipts.Issuer
+	inbox     *delivery.Inbox
+	dir       *directory
+}
+
+// Option configures optional behaviour of New.
+type Option func(*Node) error
+
+// WithLogger sets the logger (default: JSON to stderr at the configured level).
+func WithLogger(l *slog.Logger) Option { return func(n *Node) error { n.logger = l; return nil } }
+
+// WithClock sets the clock (tests).
+func WithClock(now func() time.Time) Option { return func(n *Node) error { n.now = now; return nil } }
+
+// New loads and checks everything the config names. It starts nothing.
+func New(cfg *Config, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, now: time.Now, started: make(chan struct{}), dir: newDirectory(cfg)}
+	for _, o := range opts {
+		if err := o(n); err != nil {
+			return nil, err
+		}
+	}
+	if n.logger == nil {
+		n.logger = NewLogger(cfg.Log, nil)
+	}
+	k, err := loadKeys(cfg, n.now())
+	if err != nil {
+		return nil, err
+	}
+	n.keys = k
+	return n, nil
+}
+
+// Started is closed once the HTTP API listens and the pipeline runs.
+func (n *Node) Started() <-chan struct{} { return n.started }
+
+// HTTPAddr is the address the HTTP API listens on (after Started).
+func (n *Node) HTTPAddr() net.Addr {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.httpAddr
+}
+
+// LeafURL is the embedded server's leafnode listener URL, "" if none (after Started).
+func (n *Node) LeafURL() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.embedded == nil {
+		return ""
+	}
+	return n.embedded.LeafURL()
+}
+
+// Run runs the gateway until ctx ends, then shuts down in pipeline order:
+// stop HTTP intake, stop the consumers and forwarder, drain NATS, stop the
+// embedded server.
+func (n *Node) Run(ctx context.Context) error {
+	url, user, pass, err := n.startNATS()
+	if err != nil {
+		return err
+	}
+	defer n.stopNATS()
+	nc, err := transport.Connect(ctx, url, user, pass, nats.Name("cmxd-"+strings.ToLower(n.cfg.Party)))
+	if err != nil {
+		return fmt.Errorf("gateway: connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	bc, err := transport.ConnectBorder(ctx, url, user, pass, nats.Name("cmxd-"+strings.ToLower(n.cfg.Party)+"-border"))
+	if err != nil {
+		return fmt.Errorf("gateway: connect to NATS (border): %w", err)
+	}
+	defer bc.Close()
+	if err := n.setup(ctx, nc, bc); err != nil {
+		return err
+	}
+	return n.serve(ctx, nc)
+}
+
+func (n *Node) startNATS() (url, user, pass string, err error) {
+	if n.cfg.NATS.URL != "" {
+		return n.cfg.NATS.URL, n.cfg.NATS.User, n.cfg.NATS.Password, nil
+	}
+	e := n.cfg.NATS.Embedded
+	pass = rand.Text() // the embedded server serves this process only
+	ec := transport.EmbeddedConfig{
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, StoreDir: n.cfg.Path(e.StoreDir), Port: e.Port,
+		GatewayUser: "gw", GatewayPassword: pass, MaxStore: e.MaxStore, Logger: n.logger.With("component", "nats"),
+	}
+	if e.LeafListen != "" {
+		ec.LeafListen, ec.LeafTLS, ec.PeerLeafUser, ec.PeerLeafPassword = e.LeafListen, n.keys.leafTLS, e.PeerUser, e.PeerPassword
+	}
+	if e.LeafRemote != "" {
+		ec.LeafRemote, ec.LeafRemoteTLS, ec.LeafRemoteUser, ec.LeafRemotePassword = e.LeafRemote, n.keys.leafTLS, e.RemoteUser, e.RemotePass
+	}
+	emb, err := transport.StartEmbedded(ec)
+	if err != nil {
+		return "", "", "", fmt.Errorf("gateway: embedded NATS: %w", err)
+	}
+	n.mu.Lock()
+	n.embedded = emb
+	n.mu.Unlock()
+	return emb.ClientURL(), "gw", pass, nil
+}
+
+func (n *Node) stopNATS() {
+	n.mu.Lock()
+	emb := n.embedded
+	n.mu.Unlock()
+	if emb != nil {
+		emb.Shutdown()
+	}
+}
+
+func (n *Node) layout() transport.LayoutConfig {
+	return transport.LayoutConfig{
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, OutageBudget: n.cfg.budget(),
+		MaxOutBytes: n.cfg.Limits.MaxOutBytes, MaxInBytes: n.cfg.Limits.MaxInBytes, Replicas: n.cfg.NATS.Replicas,
+	}
+}
+
+func (n *Node) timeout() time.Duration {
+	if n.cfg.NATS.Timeout > 0 {
+		return n.cfg.NATS.Timeout
+	}
+	return 5 * time.Second
+}
+
+// setup creates the streams and buckets and builds the stages.
+func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(n.timeout()))
+	if err != nil {
+		return err
+	}
+	if err := transport.EnsureLayout(ctx, js, n.layout()); err != nil {
+		return fmt.Errorf("gateway: streams: %w", err)
+	}
+	kv := map[string]jetstream.KeyValue{}
+	for _, b := range []string{transport.BucketStatus, transport.BucketSeen, transport.BucketIdem, transport.BucketReceipts, transport.BucketInbox} {
+		if kv[b], err = js.KeyValue(ctx, b); err != nil {
+			return fmt.Errorf("gateway: bucket %s: %w", b, err)
+		}
+	}
+	n.js = js
+	n.sent, n.seen, n.rcpts = ledger.Sent(kv[transport.BucketStatus]), ledger.Seen(kv[transport.BucketSeen]), ledger.NewReceipts(kv[transport.BucketReceipts])
+	n.inbox = delivery.NewInbox(kv[transport.BucketInbox])
+	n.sender, err = outbound.NewSender(outbound.SenderConfig{
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, PeerEncryption: n.keys.peerEncryption,
+		OutageBudget: n.cfg.budget(), Now: n.now, Logger: n.logger,
+	}, js, n.sent)
+	if err != nil {
+		return err
+	}
+	bjs, err := jetstream.New(bc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return err
+	}
+	n.forwarder = outbound.NewForwarder(outbound.ForwarderConfig{
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger,
+		OnRelayed: func(ctx context.Context, id string, _ nats.Header) {
+			if err := outbound.MarkRelayed(ctx, n.sent, id, n.now()); err != nil {
+				n.logger.WarnContext(ctx, "relayed status not recorded", slog.String("msg_id", id), slog.Any("err", err))
+			}
+		},
+	}, js, bjs, n.sent)
+	n.issuer = receipts.NewIssuer(receipts.IssuerConfig{Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, Now: n.now, Logger: n.logger}, js, n.rcpts)
+	return nil
+}
+
+// processor builds the inbound stage.
+func (n *Node) processor() *inbound.Processor {
+	opener := &envelope.Opener{
+		Self: n.cfg.Party, Peer: n.keys.peerTrust, Keys: n.keys.decryption, MaxLifetime: n.cfg.budget() + 24*time.Hour,
+		ValidateBody: envelope.ValidateBody,
+	}
+	acceptor := receipts.NewAcceptor(receipts.AcceptorConfig{
+		Verifier: &envelope.ReceiptVerifier{Self: n.cfg.Party, Peer: n.keys.peerTrust},
+		Now:      n.now, Logger: n.logger,
+	}, n.sent, n.rcpts)
+	webhook := delivery.NewWebhook(delivery.WebhookConfig{Logger: n.logger})
+	d := &deliverer{dir: n.dir, webhook: webhook, inbox: n.inbox}
+	return inbound.New(inbound.Config{
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger,
+		ReceiptPermanent: func(err error, attempt uint64) bool {
+			return errors.Is(err, receipts.ErrInvalid) || errors.Is(err, receipts.ErrMismatch) ||
+				(errors.Is(err, receipts.ErrUnknownMessage) && attempt >= 5)
+		},
+	}, n.js, n.seen, opener, n.issuer, acceptor, d, n.dir)
+}
+
+// serve runs the stages and the HTTP API until ctx ends.
+func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
+	ing, err := n.ingress()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", n.listen())
+	if err != nil {
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	n.mu.Lock()
+	n.httpAddr = ln.Addr()
+	n.mu.Unlock()
+
+	pipeCtx, stopPipe := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPipe()
+	pipe, pipeCtx := errgroup.WithContext(pipeCtx)
+	pipe.Go(func() error { return n.forwarder.Run(pipeCtx) })
+	pipe.Go(func() error { return n.processor().Run(pipeCtx) })
+
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- ing.Run(httpCtx, ln, n.keys.httpTLS) }()
+	close(n.started)
+	n.logger.Info("gateway running", slog.String("party", n.cfg.Party), slog.String("http", ln.Addr().String()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-pipeCtx.Done(): // a stage failed
+	case runErr = <-httpDone:
+		httpDone <- runErr
+	}
+	stopHTTP()
+	if err := <-httpDone; err != nil && !errors.Is(err, context.Canceled) {
+		runErr = errors.Join(runErr, err)
+	}
+	stopPipe()
+	if err := pipe.Wait(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	_ = nc.Flush()
+	n.logger.Info("gateway stopped", slog.String("party", n.cfg.Party))
+	return runErr
+}
+
+func (n *Node) listen() string {
+	if n.cfg.Listen == "" {
+		return "127.0.0.1:8443"
+	}
+	return n.cfg.Listen
+}
