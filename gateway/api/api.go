@@ -163,3 +163,28 @@ func KindOf(err error) Kind {
 	}
 	return KindInternal
 }
+
+// ProblemTypePrefix starts the "type" of every problem+json answer; the rest
+// is a stable code, e.g. "urn:cmx:problem:rate-limited".
+const ProblemTypePrefix = "urn:cmx:problem:"
+
+// Problem is the body of every error answer (RFC 9457, application/problem+json).
+// Field names the offending request field when known.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Field    string `json:"field,omitempty"`
+}
+
+// Inbox is the answer to GET /v1/inbox: deliveries waiting for an ack.
+type Inbox struct {
+	Deliveries []Delivery `json:"deliveries"`
+}
+
+// Peers is the answer to GET /v1/peers.
+type Peers struct {
+	Peers []PeerStatus `json:"peers"`
+}
