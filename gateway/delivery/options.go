@@ -86,9 +86,15 @@ func (c WebhookConfig) Validate() error {
 	if c.RetryMax < 0 || c.RetryMax > MaxRetryMax {
 		errs = append(errs, fmt.Errorf("delivery: RetryMax %d outside 0..%d", c.RetryMax, MaxRetryMax))
 	}
-	n := c.withDefaults()
-	if n.RetryWaitMin > n.RetryWaitMax {
-		errs = append(errs, fmt.Errorf("delivery: RetryWaitMin %v exceeds RetryWaitMax %v", n.RetryWaitMin, n.RetryWaitMax))
+	lo, hi := c.RetryWaitMin, c.RetryWaitMax
+	if lo <= 0 {
+		lo = DefaultRetryWaitMin
+	}
+	if hi <= 0 {
+		hi = DefaultRetryWaitMax
+	}
+	if lo > hi {
+		errs = append(errs, fmt.Errorf("delivery: RetryWaitMin %v exceeds RetryWaitMax %v", lo, hi))
 	}
 	if c.TLS != nil && c.Transport != nil {
 		errs = append(errs, errors.New("delivery: TLS is ignored when Transport is set; build the transport with NewTransport(TLS)"))

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -76,6 +77,8 @@ func newAgency(t testing.TB) *Agency {
 		effects:  make(map[string]int),
 	}
 	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
+	// Failed handshakes and cut connections are what the tests provoke.
+	a.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	a.srv.Listener.Close()
 	a.srv.Listener = ln
 	t.Cleanup(func() {
@@ -138,6 +141,14 @@ func (a *Agency) MaxConcurrent(id string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.maxInFl[id]
+}
+
+// InFlight is the number of requests with Idempotency-Key id being
+// handled now.
+func (a *Agency) InFlight(id string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inflight[id]
 }
 
 // Headers returns the headers of the last request with Idempotency-Key id.

@@ -1,0 +1,4 @@
+package delivery
+
+// StopWatch exposes stopWatch to the external tests.
+var StopWatch = stopWatch
