@@ -181,7 +181,7 @@ func (b backend) AckInbox(ctx context.Context, agency, id string) error {
 
 func (b backend) Peers(ctx context.Context) ([]api.PeerStatus, error) {
 	ps := api.PeerStatus{Party: b.n.cfg.Peer.Party, Link: "down"}
-	if b.n.forwarder.LinkUp() || b.n.leafUp() {
+	if b.n.forwarder.LinkUp() || b.n.LeafConnected() {
 		ps.Link = "up"
 	}
 	cons, err := b.n.js.Consumer(ctx, transport.StreamOut, "forward")
@@ -210,7 +210,9 @@ func (b backend) oldestAge(ctx context.Context, info *jetstream.ConsumerInfo) fl
 	return b.n.now().Sub(m.Time).Seconds()
 }
 
-func (n *Node) leafUp() bool {
+// LeafConnected reports whether the embedded server's leafnode to the peer
+// is up (false with an external NATS).
+func (n *Node) LeafConnected() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.embedded != nil && n.embedded.LeafConnected()

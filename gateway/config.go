@@ -20,94 +20,94 @@ import (
 // environment variable CMX_<PATH> (ApplyEnv). Paths to files are relative to
 // the config file. Fields must not change after New.
 type Config struct {
-	Party        string        `yaml:"party"`         // our party code, e.g. "US"; required
-	Listen       string        `yaml:"listen"`        // HTTP API address; "" means "127.0.0.1:8443"
-	TLS          TLSFiles      `yaml:"tls"`           // HTTP API TLS; empty cert means plain HTTP (loopback only)
-	OutageBudget time.Duration `yaml:"outage_budget"` // 0 means 7 days: stream MaxAge, message exp, dedup horizon, retired keys
-	Log          LogConfig     `yaml:"log"`
+	Party        string        `yaml:"party,omitempty"`         // our party code, e.g. "US"; required
+	Listen       string        `yaml:"listen,omitempty"`        // HTTP API address; "" means "127.0.0.1:8443"
+	TLS          TLSFiles      `yaml:"tls,omitempty"`           // HTTP API TLS; empty cert means plain HTTP (loopback only)
+	OutageBudget time.Duration `yaml:"outage_budget,omitempty"` // 0 means 7 days: stream MaxAge, message exp, dedup horizon, retired keys
+	Log          LogConfig     `yaml:"log,omitempty"`
 
-	Signing    KeyFiles   `yaml:"signing"`    // our signing certificate chain and key; required
-	Encryption []KeyFiles `yaml:"encryption"` // our decryption keys; the newest un-retired is current; required
+	Signing    KeyFiles   `yaml:"signing,omitempty"`    // our signing certificate chain and key; required
+	Encryption []KeyFiles `yaml:"encryption,omitempty"` // our decryption keys; the newest un-retired is current; required
 
-	Peer     PeerConfig     `yaml:"peer"`
-	Agencies []AgencyConfig `yaml:"agencies"` // our agencies; at least one
-	Markings []string       `yaml:"markings"` // handling markings accepted inbound; empty means any well-formed marking
+	Peer     PeerConfig     `yaml:"peer,omitempty"`
+	Agencies []AgencyConfig `yaml:"agencies,omitempty"` // our agencies; at least one
+	Markings []string       `yaml:"markings,omitempty"` // handling markings accepted inbound; empty means any well-formed marking
 
-	NATS   NATSConfig   `yaml:"nats"`
-	Limits LimitsConfig `yaml:"limits"`
+	NATS   NATSConfig   `yaml:"nats,omitempty"`
+	Limits LimitsConfig `yaml:"limits,omitempty"`
 
 	dir string // directory of the config file, for relative paths
 }
 
 // TLSFiles names a certificate chain and key in PEM files.
 type TLSFiles struct {
-	Cert     string `yaml:"cert"`
-	Key      string `yaml:"key"`
-	ClientCA string `yaml:"client_ca"` // CA bundle for agency client certificates; "" means bearer tokens only
+	Cert     string `yaml:"cert,omitempty"`
+	Key      string `yaml:"key,omitempty"`
+	ClientCA string `yaml:"client_ca,omitempty"` // CA bundle for agency client certificates; "" means bearer tokens only
 }
 
 // KeyFiles names a certificate chain (leaf first) and its private key.
 type KeyFiles struct {
-	Cert      string    `yaml:"cert"`
-	Key       string    `yaml:"key"`
-	RetiredAt time.Time `yaml:"retired_at"` // encryption keys only: zero while current
+	Cert      string    `yaml:"cert,omitempty"`
+	Key       string    `yaml:"key,omitempty"`
+	RetiredAt time.Time `yaml:"retired_at,omitempty"` // encryption keys only: zero while current
 }
 
 // LogConfig selects the log level and format.
 type LogConfig struct {
-	Level  string `yaml:"level"`  // debug, info, warn, error; "" means info
-	Format string `yaml:"format"` // json or text; "" means json
+	Level  string `yaml:"level,omitempty"`  // debug, info, warn, error; "" means info
+	Format string `yaml:"format,omitempty"` // json or text; "" means json
 }
 
 // PeerConfig describes the one peer party.
 type PeerConfig struct {
-	Party      string `yaml:"party"`      // e.g. "JP"; required
-	Trust      string `yaml:"trust"`      // PEM file of the peer's pinned roots; required
-	Encryption string `yaml:"encryption"` // PEM file of the peer's current encryption certificate chain; required
+	Party      string `yaml:"party,omitempty"`      // e.g. "JP"; required
+	Trust      string `yaml:"trust,omitempty"`      // PEM file of the peer's pinned roots; required
+	Encryption string `yaml:"encryption,omitempty"` // PEM file of the peer's current encryption certificate chain; required
 }
 
 // AgencyConfig is one of our agencies.
 type AgencyConfig struct {
-	ID      string   `yaml:"id"`       // party-local code, e.g. "DOL-ILAB"; required
-	Token   string   `yaml:"token"`    // bearer token; set it through CMX_AGENCIES_<i>_TOKEN in production
-	CertURI string   `yaml:"cert_uri"` // SAN URI of its client certificate, e.g. urn:cmx:agency:US:DOL-ILAB
-	Send    []string `yaml:"send"`     // types it may send
-	Receive []string `yaml:"receive"`  // types it receives; the first agency listing a type is that type's default recipient
-	Webhook string   `yaml:"webhook"`  // delivery URL; "" means pull delivery (GET /v1/inbox)
-	Admin   bool     `yaml:"admin"`    // operators: may read every message and /v1/peers
+	ID      string   `yaml:"id,omitempty"`       // party-local code, e.g. "DOL-ILAB"; required
+	Token   string   `yaml:"token,omitempty"`    // bearer token; set it through CMX_AGENCIES_<i>_TOKEN in production
+	CertURI string   `yaml:"cert_uri,omitempty"` // SAN URI of its client certificate, e.g. urn:cmx:agency:US:DOL-ILAB
+	Send    []string `yaml:"send,omitempty"`     // types it may send
+	Receive []string `yaml:"receive,omitempty"`  // types it receives; the first agency listing a type is that type's default recipient
+	Webhook string   `yaml:"webhook,omitempty"`  // delivery URL; "" means pull delivery (GET /v1/inbox)
+	Admin   bool     `yaml:"admin,omitempty"`    // operators: may read every message and /v1/peers
 }
 
 // NATSConfig selects the embedded server or an external one.
 type NATSConfig struct {
-	URL      string        `yaml:"url"`      // external NATS; "" means the embedded server below
-	User     string        `yaml:"user"`     // credentials of this gateway in account XCHG
-	Password string        `yaml:"password"` //
-	Embedded EmbeddedNATS  `yaml:"embedded"`
-	Replicas int           `yaml:"replicas"` // stream replicas; 0 means 1 (3 in a production cluster)
-	Timeout  time.Duration `yaml:"timeout"`  // JetStream request timeout; 0 means 5s
+	URL      string        `yaml:"url,omitempty"`      // external NATS; "" means the embedded server below
+	User     string        `yaml:"user,omitempty"`     // credentials of this gateway in account XCHG
+	Password string        `yaml:"password,omitempty"` //
+	Embedded EmbeddedNATS  `yaml:"embedded,omitempty"`
+	Replicas int           `yaml:"replicas,omitempty"` // stream replicas; 0 means 1 (3 in a production cluster)
+	Timeout  time.Duration `yaml:"timeout,omitempty"`  // JetStream request timeout; 0 means 5s
 }
 
 // EmbeddedNATS configures the in-process nats-server.
 type EmbeddedNATS struct {
-	StoreDir     string   `yaml:"store_dir"`     // JetStream store; required when embedded
-	Port         int      `yaml:"port"`          // client port on 127.0.0.1; 0 means random
-	LeafListen   string   `yaml:"leaf_listen"`   // accept the peer's leafnode here ("host:port")
-	LeafRemote   string   `yaml:"leaf_remote"`   // or solicit the peer's leafnode ("tls://host:port")
-	LeafTLS      KeyFiles `yaml:"leaf_tls"`      // our TLS identity on the leafnode (server or client cert)
-	PeerUser     string   `yaml:"peer_user"`     // accepting side: the user the peer's leafnode logs in as
-	PeerPassword string   `yaml:"peer_password"` //
-	RemoteUser   string   `yaml:"remote_user"`   // soliciting side: our login at the peer's listener
-	RemotePass   string   `yaml:"remote_password"`
-	MaxStore     int64    `yaml:"max_store"` // JetStream file store limit in bytes; 0 means server default
+	StoreDir     string   `yaml:"store_dir,omitempty"`     // JetStream store; required when embedded
+	Port         int      `yaml:"port,omitempty"`          // client port on 127.0.0.1; 0 means random
+	LeafListen   string   `yaml:"leaf_listen,omitempty"`   // accept the peer's leafnode here ("host:port")
+	LeafRemote   string   `yaml:"leaf_remote,omitempty"`   // or solicit the peer's leafnode ("tls://host:port")
+	LeafTLS      KeyFiles `yaml:"leaf_tls,omitempty"`      // our TLS identity on the leafnode (server or client cert)
+	PeerUser     string   `yaml:"peer_user,omitempty"`     // accepting side: the user the peer's leafnode logs in as
+	PeerPassword string   `yaml:"peer_password,omitempty"` //
+	RemoteUser   string   `yaml:"remote_user,omitempty"`   // soliciting side: our login at the peer's listener
+	RemotePass   string   `yaml:"remote_password,omitempty"`
+	MaxStore     int64    `yaml:"max_store,omitempty"` // JetStream file store limit in bytes; 0 means server default
 }
 
 // LimitsConfig bounds the work one input may cause.
 type LimitsConfig struct {
-	MaxBodyBytes  int64   `yaml:"max_body_bytes"`  // submitted JSON; 0 means 1 MiB
-	RatePerSecond float64 `yaml:"rate_per_second"` // per agency; 0 means 50
-	Burst         int     `yaml:"burst"`           // 0 means 100
-	MaxOutBytes   int64   `yaml:"max_out_bytes"`   // CMX_OUT size; 0 means 1 GiB
-	MaxInBytes    int64   `yaml:"max_in_bytes"`    // CMX_IN size; 0 means 1 GiB
+	MaxBodyBytes  int64   `yaml:"max_body_bytes,omitempty"`  // submitted JSON; 0 means 1 MiB
+	RatePerSecond float64 `yaml:"rate_per_second,omitempty"` // per agency; 0 means 50
+	Burst         int     `yaml:"burst,omitempty"`           // 0 means 100
+	MaxOutBytes   int64   `yaml:"max_out_bytes,omitempty"`   // CMX_OUT size; 0 means 1 GiB
+	MaxInBytes    int64   `yaml:"max_in_bytes,omitempty"`    // CMX_IN size; 0 means 1 GiB
 }
 
 // LoadConfig reads a YAML config file, applies CMX_* environment overrides
@@ -197,8 +197,8 @@ func (c *Config) validateAgencies() []error {
 		if a.Token == "" && a.CertURI == "" {
 			errs = append(errs, fmt.Errorf("%s: needs a token or a cert_uri to authenticate", at))
 		}
-		if a.Token != "" && len(a.Token) < 16 {
-			errs = append(errs, fmt.Errorf("%s.token: at least 16 characters", at))
+		if a.Token != "" && len(a.Token) < 32 {
+			errs = append(errs, fmt.Errorf("%s.token: at least 32 characters", at))
 		}
 		for _, t := range slices.Concat(a.Send, a.Receive) {
 			if !envelope.Type(t).Valid() {
