@@ -74,13 +74,16 @@ func (b *Bundle) Roots() []*x509.Certificate { return append([]*x509.Certificate
 // Pool returns a new pool holding exactly the pinned roots, for
 // tls.Config.RootCAs or ClientCAs. Changing it does not change b.
 func (b *Bundle) Pool() *x509.CertPool {
-	if b.pool == nil {
+	if b == nil || b.pool == nil {
 		return x509.NewCertPool()
 	}
 	return b.pool.Clone()
 }
 
 func (b *Bundle) cached(key [32]byte) *pathEntry {
+	if b == nil {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.paths[key]

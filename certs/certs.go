@@ -33,10 +33,10 @@ func mustOID(s string) x509.OID {
 type Role string
 
 const (
-	RoleSigning    Role = "signing"    // KeyUsage digitalSignature only, signing EKU and policy
+	RoleSigning    Role = "signing"    // KeyUsage digitalSignature only, no TLS EKU, signing policy
 	RoleEncryption Role = "encryption" // KeyUsage keyAgreement only, encryption policy
 	RoleTLSServer  Role = "tls-server" // EKU serverAuth
-	RoleTLSClient  Role = "tls-client" // EKU clientAuth
+	RoleTLSClient  Role = "tls-client" // EKU clientAuth; the gateway or an agency of the party
 )
 
 // Limits of the verifier. They bound the work done on a foreign x5c header

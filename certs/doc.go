@@ -18,7 +18,8 @@
 //
 // # Verification
 //
-// Bundle.Verify (and VerifyX5C, VerifyRaw) run these checks in this order and
+// Bundle.Verify (and VerifyX5C for a JOSE x5c header, VerifyRaw for DER
+// from a TLS handshake) run these checks in this order and
 // return the first failure as a *VerifyError whose Err wraps a sentinel:
 //
 //  1. options: Role known and Now set (ErrInvalidOptions);
@@ -32,7 +33,9 @@
 //     Now clamped into the presented certificates' common validity window,
 //     so that validity is judged by step 9 with leeway;
 //  5. leaf not a CA (ErrKeyUsage);
-//  6. KeyUsage exactly as the role's profile (ErrKeyUsage);
+//  6. KeyUsage exactly as the role's profile: digitalSignature for signing,
+//     keyAgreement for encryption; TLS leaves need digitalSignature and may
+//     add keyEncipherment, nothing else (ErrKeyUsage);
 //  7. EKU: signing and encryption leaves carry no serverAuth, clientAuth or
 //     anyExtendedKeyUsage; TLS leaves carry theirs (ErrKeyUsage);
 //  8. policy: signing needs OIDSigningPolicy, encryption OIDEncryptionPolicy,
@@ -53,11 +56,22 @@
 // # Concurrency and zero values
 //
 // Bundle and KeySet are immutable after construction and safe for
-// concurrent use; a trust-bundle rollover builds a new Bundle. The zero
-// Bundle trusts nothing. VerifyOptions.Leeway 0 means DefaultLeeway,
+// concurrent use; a trust-bundle rollover builds a new Bundle (with the old
+// and new roots during the overlap, then the new ones only). The zero Bundle
+// and a nil *Bundle trust nothing. Bundle.Pool returns a copy, so handing it
+// to crypto/tls cannot widen what Verify trusts. VerifyOptions.Leeway 0 means DefaultLeeway,
 // negative means none, and it is capped at MaxClockSkew. PKIOptions zero
 // values mean now and the default validities (10 years root, 5 years
 // intermediate, 1 year leaves); leaves never outlive their issuer.
+//
+// # Identities and files
+//
+// PKI.Files and LoadPKI convert a hierarchy to and from PEM files (names in
+// the File constants; IsPrivateKeyFile tells which need mode 0600). LoadPKI
+// derives the party from the root's organization "cmx XX" and works without
+// root.key, so the root key can stay offline. ParseIdentity derives Role and
+// Party from a leaf with the same profile checks as Verify (RoleOf, PartyOf)
+// and checks that the key matches. Fixtures for tests are in certstest.
 //
 // # Key sets
 //

@@ -187,19 +187,18 @@ func chainKey(raw [][]byte) [32]byte {
 // been checked by the caller.
 func (b *Bundle) verifyParsed(chain []*x509.Certificate, key [32]byte, opts VerifyOptions) error {
 	leaf := chain[0]
-	subject := leaf.Subject.String()
 	if err := checkLeafKey(leaf); err != nil {
-		return verifyErr(CheckKey, subject, err)
+		return verifyErr(CheckKey, leaf.Subject.String(), err)
 	}
 	paths, verr := b.buildPaths(chain, key, opts.Now)
 	if verr != nil {
 		return verr
 	}
 	if check, err := checkRole(leaf, opts.Role); err != nil {
-		return verifyErr(check, subject, err)
+		return verifyErr(check, leaf.Subject.String(), err)
 	}
 	if err := checkParty(leaf, opts.Role, b.party); err != nil {
-		return verifyErr(CheckParty, subject, err)
+		return verifyErr(CheckParty, leaf.Subject.String(), err)
 	}
 	return checkValidity(paths, opts)
 }
@@ -207,6 +206,9 @@ func (b *Bundle) verifyParsed(chain []*x509.Certificate, key [32]byte, opts Veri
 // buildPaths returns the verified paths of chain to b's roots, from the cache or
 // by building them with crypto/x509.
 func (b *Bundle) buildPaths(chain []*x509.Certificate, key [32]byte, now time.Time) ([][]*x509.Certificate, *VerifyError) {
+	if b == nil {
+		return nil, verifyErr(CheckPath, chain[0].Subject.String(), fmt.Errorf("%w: nil bundle", ErrUntrusted))
+	}
 	if e := b.cached(key); e != nil {
 		return e.chains, nil
 	}

@@ -226,10 +226,20 @@ func TestVerifyCachedChainStillChecked(t *testing.T) {
 }
 
 func TestVerifyZeroBundleTrustsNothing(t *testing.T) {
-	var b certs.Bundle
-	err := b.Verify(certstest.NewPKI(t, "US").Signing.Chain, certs.VerifyOptions{Role: certs.RoleSigning, Now: certstest.Now})
-	if !errors.Is(err, certs.ErrUntrusted) {
-		t.Fatalf("err = %v, want ErrUntrusted", err)
+	us := certstest.NewPKI(t, "US")
+	opts := certs.VerifyOptions{Role: certs.RoleSigning, Now: certstest.Now}
+	var zero certs.Bundle
+	var nilBundle *certs.Bundle
+	for name, b := range map[string]*certs.Bundle{"zero": &zero, "nil": nilBundle} {
+		if err := b.Verify(us.Signing.Chain, opts); !errors.Is(err, certs.ErrUntrusted) {
+			t.Errorf("%s bundle: err = %v, want ErrUntrusted", name, err)
+		}
+		if _, err := b.VerifyX5C(x5c(us.Signing.Chain), opts); !errors.Is(err, certs.ErrUntrusted) {
+			t.Errorf("%s bundle, x5c: err = %v, want ErrUntrusted", name, err)
+		}
+		if !b.Pool().Equal(x509.NewCertPool()) {
+			t.Errorf("%s bundle: pool is not empty", name)
+		}
 	}
 }
 

@@ -1,7 +1,3 @@
-// Package certstest provides fixtures for tests that need cmx certificates:
-// a cached PKI per party at a fixed clock, and builders for deliberately bad
-// leaves issued by a PKI's intermediate. Fixtures are shared between tests:
-// treat them as read-only.
 package certstest
 
 import (
