@@ -35,7 +35,7 @@ func ApplyEnv(cfg *Config, environ []string) error {
 }
 
 // ignoredEnv are CMX_ variables that are not config keys.
-var ignoredEnv = map[string]bool{"CMX_REQUIRE_INTEROP": true, "CMX_URL": true, "CMX_TOKEN": true}
+var ignoredEnv = map[string]bool{"CMX_REQUIRE_INTEROP": true, "CMX_URL": true, "CMX_TOKEN": true, "CMX_CONFIG": true}
 
 func applyEnv(v reflect.Value, prefix string, vars map[string]string, errs *[]error) {
 	t := v.Type()

@@ -80,30 +80,47 @@ func (f *Forwarder) LinkUp() bool { return f.lastOK.Load() >= f.lastErr.Load() &
 // Forwarded counts items the peer acknowledged since start.
 func (f *Forwarder) Forwarded() uint64 { return f.forwarded.Load() }
 
-// Run forwards until ctx ends.
+// Run forwards until ctx ends. A reader goroutine pulls the outbox
+// continuously; the loop takes whatever has arrived (up to Batch items) as
+// one batch, so a lone message goes out at once and a burst shares one
+// round of PubAcks.
 func (f *Forwarder) Run(ctx context.Context) error {
 	cons, err := f.local.CreateOrUpdateConsumer(ctx, transport.StreamOut, f.ConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("outbound: forward consumer: %w", err)
 	}
-	failures := 0
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(f.cfg.Batch, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				break
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * f.cfg.Batch))
+	if err != nil {
+		return fmt.Errorf("outbound: forward consume: %w", err)
+	}
+	in := make(chan jetstream.Msg, f.cfg.Batch)
+	done := make(chan struct{})
+	go func() { // owned: ends when iter stops, Run waits for it
+		defer close(done)
+		defer close(in)
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				return
 			}
-			f.cfg.Logger.WarnContext(ctx, "outbox fetch failed", slog.Any("err", err))
-			sleep(ctx, time.Second)
-			continue
+			in <- m
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
+	}()
+	defer func() {
+		iter.Stop()
+		for range in { // unblock the reader; unacked items are redelivered
 		}
-		if len(msgs) == 0 {
-			continue
+		<-done
+	}()
+	failures := 0
+	for {
+		var m jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-in:
 		}
+		msgs := f.gather(m, in)
 		if f.forward(ctx, msgs) {
 			failures = 0
 		} else {
@@ -111,7 +128,23 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			sleep(ctx, retryDelay(failures))
 		}
 	}
-	return nil
+}
+
+// gather adds to first whatever else is already waiting, up to Batch.
+func (f *Forwarder) gather(first jetstream.Msg, in <-chan jetstream.Msg) []jetstream.Msg {
+	msgs := []jetstream.Msg{first}
+	for len(msgs) < f.cfg.Batch {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return msgs
+			}
+			msgs = append(msgs, m)
+		default:
+			return msgs
+		}
+	}
+	return msgs
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -1,0 +1,56 @@
+// Command cmxd runs one cmx gateway.
+//
+//	cmxd --config FILE            run the gateway
+//	cmxd validate --config FILE   check a config (and the files it names) and exit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cmx-exchange/cmx/gateway"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cmxd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	validate := len(args) > 0 && args[0] == "validate"
+	if validate {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("cmxd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("CMX_CONFIG"), "gateway config file (YAML); env CMX_CONFIG")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return errors.New("--config is required")
+	}
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		return err
+	}
+	node, err := gateway.New(cfg)
+	if err != nil {
+		return err
+	}
+	if validate {
+		fmt.Fprintf(stdout, "%s: valid gateway config for party %s (peer %s, %d agencies)\n", *path, cfg.Party, cfg.Peer.Party, len(cfg.Agencies))
+		return nil
+	}
+	return node.Run(ctx)
+}
