@@ -305,8 +305,8 @@ func (cfg EmbeddedConfig) leafListenOptions(opts *server.Options, xchg *server.A
 
 // DenyImports and DenyExports of the soliciting side's remote: defence in
 // depth behind the accepting side's user permissions, so that neither
-// JetStream/KV/system APIs, the gateway's private inboxes nor the outbox
-// cross the link even if the peer's permissions were wrong.
+// JetStream/KV/system APIs, the gateway's private inboxes, the outbox nor the
+// audit subjects cross the link even if the peer's permissions were wrong.
 //
 // Imports are what the peer may send us, exports what we may send it. On
 // nats-server 2.15.2 a deny_imports entry also stops exports: it becomes a
@@ -326,7 +326,7 @@ func DenyExports(self, peer string) []string {
 }
 
 func denyCommon() []string {
-	return []string{"$JS.>", "$KV.>", "$SYS.>", "$O.>", "_CMX_INBOX.>", "cmx.out.>"}
+	return []string{"$JS.>", "$KV.>", "$SYS.>", "$O.>", "_CMX_INBOX.>", "cmx.out.>", auditSubjects}
 }
 
 func (cfg EmbeddedConfig) leafRemoteOptions(opts *server.Options, self, peer string) error {
