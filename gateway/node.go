@@ -47,6 +47,7 @@ type Node struct {
 	issuer    *receipts.Issuer
 	inbox     *delivery.Inbox
 	dir       *directory
+	statusKV  jetstream.KeyValue
 }
 
 // Option configures optional behaviour of New.
@@ -189,7 +190,7 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 			return fmt.Errorf("gateway: bucket %s: %w", b, err)
 		}
 	}
-	n.js = js
+	n.js, n.statusKV = js, kv[transport.BucketStatus]
 	n.sent, n.seen, n.rcpts = ledger.Sent(kv[transport.BucketStatus]), ledger.Seen(kv[transport.BucketSeen]), ledger.NewReceipts(kv[transport.BucketReceipts])
 	n.inbox = delivery.NewInbox(kv[transport.BucketInbox])
 	n.sender, err = outbound.NewSender(outbound.SenderConfig{
@@ -255,6 +256,8 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	pipe, pipeCtx := errgroup.WithContext(pipeCtx)
 	pipe.Go(func() error { return n.forwarder.Run(pipeCtx) })
 	pipe.Go(func() error { return n.processor().Run(pipeCtx) })
+	rec := outbound.NewReconciler(outbound.ReconcilerConfig{Now: n.now, Logger: n.logger}, n.statusKV, n.sent, n.forwarder)
+	pipe.Go(func() error { return rec.Run(pipeCtx) })
 
 	httpCtx, stopHTTP := context.WithCancel(ctx)
 	defer stopHTTP()

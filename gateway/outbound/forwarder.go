@@ -231,19 +231,9 @@ func (f *Forwarder) settle(ctx context.Context, m jetstream.Msg, fut jetstream.P
 // peerMsg maps an outbox item to the peer's inbound subject, keeping its
 // Nats-Msg-Id and trace headers.
 func (f *Forwarder) peerMsg(m jetstream.Msg) (*nats.Msg, error) {
-	from, to := strings.ToLower(f.cfg.Party), strings.ToLower(f.cfg.Peer)
-	rest, ok := strings.CutPrefix(m.Subject(), "cmx.out."+to+".")
-	if !ok {
-		return nil, fmt.Errorf("unexpected outbox subject %q", m.Subject())
-	}
-	var subj string
-	switch {
-	case rest == "rcpt":
-		subj = transport.XRcptSubject(from, to)
-	case strings.HasPrefix(rest, "msg."):
-		subj = transport.XMsgSubject(from, to, strings.TrimPrefix(rest, "msg."))
-	default:
-		return nil, fmt.Errorf("unexpected outbox subject %q", m.Subject())
+	subj, err := f.peerSubject(m.Subject())
+	if err != nil {
+		return nil, err
 	}
 	if m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		return nil, fmt.Errorf("outbox item on %q has no %s", m.Subject(), jetstream.MsgIDHeader)
@@ -256,6 +246,19 @@ func (f *Forwarder) peerMsg(m jetstream.Msg) (*nats.Msg, error) {
 		}
 	}
 	return out, nil
+}
+
+// peerSubject maps an outbox subject to the peer's inbound subject.
+func (f *Forwarder) peerSubject(outbox string) (string, error) {
+	from, to := strings.ToLower(f.cfg.Party), strings.ToLower(f.cfg.Peer)
+	rest, ok := strings.CutPrefix(outbox, "cmx.out."+to+".")
+	switch {
+	case ok && rest == "rcpt":
+		return transport.XRcptSubject(from, to), nil
+	case ok && strings.HasPrefix(rest, "msg."):
+		return transport.XMsgSubject(from, to, strings.TrimPrefix(rest, "msg.")), nil
+	}
+	return "", fmt.Errorf("unexpected outbox subject %q", outbox)
 }
 
 // MarkRelayed records the relayed event of an outbound message.
