@@ -18,7 +18,10 @@
 // must exceed it so that no redelivery overlaps a call in flight. Within
 // one Webhook, a second Deliver of an id already in flight fails at once
 // with ErrInFlight (transient) instead of reaching the agency (F-09).
-// Across replicas that bound is the consumer's AckWait.
+// Across replicas that bound is the consumer's AckWait. Raw requests per
+// call can exceed 1+RetryMax by one: net/http replays, once, a request
+// carrying Idempotency-Key whose reused keep-alive connection failed before
+// any response; the replay carries the same key.
 //
 // The outcome is nil for 2xx, otherwise a *Failure, classified so that
 // errors.Is(err, ErrTransient) or errors.Is(err, ErrPermanent) holds:

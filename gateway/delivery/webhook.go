@@ -33,7 +33,7 @@ var forwardHeaders = []string{"Traceparent", "Tracestate"}
 // concurrent use.
 type Webhook struct {
 	cfg    WebhookConfig
-	hc     *http.Client
+	rt     http.RoundTripper
 	client *retryablehttp.Client
 
 	mu       sync.Mutex
@@ -49,17 +49,16 @@ func NewWebhook(cfg WebhookConfig) *Webhook {
 	if rt == nil {
 		rt = NewTransport(cfg.TLS)
 	}
-	w := &Webhook{
-		cfg: cfg,
-		hc: &http.Client{
-			Transport:     rt,
+	w := &Webhook{cfg: cfg, rt: rt, inflight: make(map[string]struct{})}
+	w.client = &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			// go-retryablehttp closes the client's idle connections after
+			// every failed call; hiding CloseIdleConnections keeps one
+			// agency's outage from dropping the pooled connections of all.
+			Transport:     roundTripperOnly{rt},
 			Timeout:       cfg.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		inflight: make(map[string]struct{}),
-	}
-	w.client = &retryablehttp.Client{
-		HTTPClient:   w.hc,
 		RetryWaitMin: cfg.RetryWaitMin,
 		RetryWaitMax: cfg.RetryWaitMax,
 		RetryMax:     cfg.RetryMax,
@@ -80,7 +79,18 @@ func (w *Webhook) MaxDuration() time.Duration {
 }
 
 // CloseIdleConnections closes the idle keep-alive connections to agencies.
-func (w *Webhook) CloseIdleConnections() { w.hc.CloseIdleConnections() }
+func (w *Webhook) CloseIdleConnections() {
+	if c, ok := w.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// roundTripperOnly exposes only RoundTrip of the transport it wraps.
+type roundTripperOnly struct{ rt http.RoundTripper }
+
+func (r roundTripperOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.rt.RoundTrip(req)
+}
 
 // Deliver POSTs d as JSON to the agency webhook at rawURL with
 // Idempotency-Key: d.ID on every attempt, and passes on the trace headers

@@ -541,3 +541,23 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestDeliverKeepsPoolWhenAnotherAgencyFails(t *testing.T) {
+	// One agency's outage must not close the pooled connections to others
+	// (go-retryablehttp closes idle connections after every failed call).
+	up, down := agencytest.New(t), agencytest.New(t)
+	down.SetDown(http.StatusServiceUnavailable)
+	w := newWebhook(t, delivery.WebhookConfig{})
+	ctx := context.Background()
+	for i := range 3 {
+		if err := w.Deliver(ctx, up.URL(), sample(newID(t)), nil); err != nil {
+			t.Fatalf("Deliver to the healthy agency #%d: %v", i+1, err)
+		}
+		if err := w.Deliver(ctx, down.URL(), sample(newID(t)), nil); !errors.Is(err, delivery.ErrTransient) {
+			t.Fatalf("Deliver to the agency that is down = %v", err)
+		}
+	}
+	if got := up.Conns(); got != 1 {
+		t.Errorf("healthy agency saw %d connections for 3 deliveries, want 1 (keep-alive)", got)
+	}
+}

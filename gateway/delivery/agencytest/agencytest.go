@@ -33,6 +33,7 @@ type Agency struct {
 	closed chan struct{} // closed at cleanup: cuts delays short
 
 	mu         sync.Mutex
+	conns      int
 	hits       int
 	attempts   map[string]int
 	inflight   map[string]int
@@ -79,6 +80,7 @@ func newAgency(t testing.TB) *Agency {
 	a.srv = httptest.NewUnstartedServer(http.HandlerFunc(a.serve))
 	// Failed handshakes and cut connections are what the tests provoke.
 	a.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	a.srv.Config.ConnState = a.connState
 	a.srv.Listener.Close()
 	a.srv.Listener = ln
 	t.Cleanup(func() {
@@ -103,6 +105,22 @@ func (a *Agency) RootCAs() *x509.CertPool {
 // ClientTLS returns a client TLS configuration that trusts a TLS agency.
 func (a *Agency) ClientTLS() *tls.Config {
 	return &tls.Config{RootCAs: a.RootCAs(), MinVersion: tls.VersionTLS12}
+}
+
+// Conns is the number of connections accepted: with keep-alive, fewer than
+// the requests.
+func (a *Agency) Conns() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conns
+}
+
+func (a *Agency) connState(_ net.Conn, s http.ConnState) {
+	if s == http.StateNew {
+		a.mu.Lock()
+		a.conns++
+		a.mu.Unlock()
+	}
 }
 
 // Hits is the number of raw requests received, whatever their fate.
