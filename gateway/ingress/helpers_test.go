@@ -235,15 +235,15 @@ type reply struct {
 	body   []byte
 }
 
-func (e *env) do(method, path, token string, body string, hdr ...string) reply {
-	e.t.Helper()
+func (e *env) do(t testing.TB, method, path, token string, body string, hdr ...string) reply {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
 	req, err := http.NewRequest(method, e.base+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -254,27 +254,27 @@ func (e *env) do(method, path, token string, body string, hdr ...string) reply {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	return e.send(req)
+	return e.send(t, req)
 }
 
-func (e *env) send(req *http.Request) reply {
-	e.t.Helper()
+func (e *env) send(t testing.TB, req *http.Request) reply {
+	t.Helper()
 	resp, err := e.client.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return reply{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
 // submit posts a message as the agency with the given token.
-func (e *env) submit(token, body string, hdr ...string) reply {
-	e.t.Helper()
-	return e.do(http.MethodPost, "/v1/messages", token, body, hdr...)
+func (e *env) submit(t testing.TB, token, body string, hdr ...string) reply {
+	t.Helper()
+	return e.do(t, http.MethodPost, "/v1/messages", token, body, hdr...)
 }
 
 const validBody = `{"type":"labor_enforcement_notice","to":"JP","body":{"title":"notice","n":1}}`

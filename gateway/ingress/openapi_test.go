@@ -89,7 +89,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	// Make each route answer the statuses it can produce, and check that the
 	// document lists each one. (TestMain also checks every status any test saw.)
 	e := newEnv(t, envOption{cfg: func(c *Config) { c.Burst = 1000 }})
-	id := wantAccepted(t, e.submit(tokDOL, validBody))
+	id := wantAccepted(t, e.submit(t, tokDOL, validBody))
 	other := "01890000-0000-7000-8000-000000000000"
 	e.be.addDelivery("DOL-ILAB", other)
 	type probe struct {
@@ -119,7 +119,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		{http.MethodGet, "/readyz", "", "", http.StatusOK},
 	}
 	for _, p := range probes {
-		r := e.do(p.method, p.path, p.token, p.body)
+		r := e.do(t, p.method, p.path, p.token, p.body)
 		if r.status != p.want {
 			t.Errorf("%s %s: %d, want %d (%s)", p.method, p.path, r.status, p.want, r.body)
 		}
@@ -128,7 +128,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("%s answered %d; openapi.yaml does not document it", pattern, r.status)
 		}
 	}
-	r := e.do(http.MethodGet, "/v1/openapi.yaml", "", "")
+	r := e.do(t, http.MethodGet, "/v1/openapi.yaml", "", "")
 	if ct := r.header.Get("Content-Type"); ct != "application/yaml" || string(r.body) != string(OpenAPI) {
 		t.Fatalf("served openapi: %q, %d bytes", ct, len(r.body))
 	}
