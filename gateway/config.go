@@ -33,8 +33,9 @@ type Config struct {
 	Agencies []AgencyConfig `yaml:"agencies,omitempty"` // our agencies; at least one
 	Markings []string       `yaml:"markings,omitempty"` // handling markings accepted inbound; empty means any well-formed marking
 
-	NATS   NATSConfig   `yaml:"nats,omitempty"`
-	Limits LimitsConfig `yaml:"limits,omitempty"`
+	NATS      NATSConfig      `yaml:"nats,omitempty"`
+	Limits    LimitsConfig    `yaml:"limits,omitempty"`
+	Reconcile ReconcileConfig `yaml:"reconcile,omitempty"`
 
 	dir string // directory of the config file, for relative paths
 }
@@ -108,6 +109,12 @@ type LimitsConfig struct {
 	Burst         int     `yaml:"burst,omitempty"`           // 0 means 100
 	MaxOutBytes   int64   `yaml:"max_out_bytes,omitempty"`   // CMX_OUT size; 0 means 1 GiB
 	MaxInBytes    int64   `yaml:"max_in_bytes,omitempty"`    // CMX_IN size; 0 means 1 GiB
+}
+
+// ReconcileConfig tunes how the gateway closes the loop on sent messages.
+type ReconcileConfig struct {
+	Interval    time.Duration `yaml:"interval,omitempty"`     // sweep period; 0 means 30s
+	ResendAfter time.Duration `yaml:"resend_after,omitempty"` // resend without an accepted receipt; 0 means 5m, doubling
 }
 
 // LoadConfig reads a YAML config file, applies CMX_* environment overrides

@@ -256,7 +256,8 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	pipe, pipeCtx := errgroup.WithContext(pipeCtx)
 	pipe.Go(func() error { return n.forwarder.Run(pipeCtx) })
 	pipe.Go(func() error { return n.processor().Run(pipeCtx) })
-	rec := outbound.NewReconciler(outbound.ReconcilerConfig{Now: n.now, Logger: n.logger}, n.statusKV, n.sent, n.forwarder)
+	rec := outbound.NewReconciler(outbound.ReconcilerConfig{
+		Interval: n.cfg.Reconcile.Interval, ResendAfter: n.cfg.Reconcile.ResendAfter, Now: n.now, Logger: n.logger}, n.statusKV, n.sent, n.forwarder)
 	pipe.Go(func() error { return rec.Run(pipeCtx) })
 
 	httpCtx, stopHTTP := context.WithCancel(ctx)
