@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,6 +130,7 @@ var compiledSchemas = sync.OnceValues(func() (map[Type]*jsonschema.Schema, error
 	// No loader: a $ref outside the embedded schemas fails to compile rather
 	// than reading a file or the network.
 	c.UseLoader(jsonschema.SchemeURLLoader{})
+	c.UseRegexpEngine(compilePattern)
 	for _, t := range Types {
 		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(SchemaJSON(t)))
 		if err != nil {
@@ -185,6 +188,70 @@ func ValidateBody(t Type, body []byte) error {
 	}
 	f := firstFailure(verr)
 	return &SchemaError{Type: t, Field: pointer(f.loc), Reason: f.reason}
+}
+
+// compilePattern is the regexp engine of the schemas: the standard regexp
+// package, except for patterns that only say "every character is in this
+// class" (^[^...]*$, the text rules applied to every free-text field), which
+// classMatcher matches with one pass over the runes. Same language, but a
+// quarter of the validation time instead of a third.
+func compilePattern(pattern string) (jsonschema.Regexp, error) {
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	if ranges, ok := wholeStringClass(pattern); ok {
+		return classMatcher{re: re, ranges: ranges}, nil
+	}
+	return re, nil
+}
+
+// wholeStringClass returns the rune ranges (lo, hi pairs) of pattern when it
+// is exactly ^C*$ for a character class C.
+func wholeStringClass(pattern string) ([]rune, bool) {
+	ast, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, false
+	}
+	ast = ast.Simplify()
+	if ast.Op != syntax.OpConcat || len(ast.Sub) != 3 {
+		return nil, false
+	}
+	begin, star, end := ast.Sub[0], ast.Sub[1], ast.Sub[2]
+	if begin.Op != syntax.OpBeginText || end.Op != syntax.OpEndText ||
+		star.Op != syntax.OpStar || star.Sub[0].Op != syntax.OpCharClass {
+		return nil, false
+	}
+	return star.Sub[0].Rune, true
+}
+
+// classMatcher matches ^C*$ where C is given by its ranges.
+type classMatcher struct {
+	re     *regexp.Regexp // for String, and the reference the tests compare with
+	ranges []rune
+}
+
+func (m classMatcher) String() string { return m.re.String() }
+
+func (m classMatcher) MatchString(s string) bool {
+	for _, r := range s {
+		if !inRanges(m.ranges, r) {
+			return false
+		}
+	}
+	return true
+}
+
+func inRanges(ranges []rune, r rune) bool {
+	for i := 0; i+1 < len(ranges); i += 2 {
+		if r < ranges[i] {
+			return false // ranges are sorted
+		}
+		if r <= ranges[i+1] {
+			return true
+		}
+	}
+	return false
 }
 
 // bodyDecoder builds the value jsonschema validates (map[string]any, []any,

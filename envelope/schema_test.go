@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -346,6 +347,7 @@ func TestValidateBody(t *testing.T) {
 			ex := Example(nmpr)
 			return ex[:bytes.Index(ex, []byte("Export licensing"))]
 		}, "/title", "malformed JSON: unexpected end of input"},
+		{"H-12_raw_NUL_in_string", irbp, func(*testing.T) []byte { return []byte("{\"title\":\"a\x00b\"}") }, "/title", "malformed JSON: invalid character '\\x00' in string literal"},
 		{"H-12_malformed_trailing_comma", nmpr, func(*testing.T) []byte { return []byte(`{"title":"x",}`) }, "", "malformed JSON"},
 
 		// Catalogue H-12: invalid UTF-8 (raw bytes, overlong encodings, encoded surrogates).
@@ -477,6 +479,88 @@ func TestValidateBodyConcurrent(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// schemaPatterns returns every "pattern" of every schema.
+func schemaPatterns(t testing.TB) []string {
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if p, ok := x.(string); ok && k == "pattern" {
+					out = append(out, p)
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	for _, typ := range Types {
+		var doc any
+		if err := json.Unmarshal(SchemaJSON(typ), &doc); err != nil {
+			t.Fatal(err)
+		}
+		walk(doc)
+	}
+	return out
+}
+
+// TestCompilePattern checks the fast matcher of whole-string class patterns
+// against the standard regexp package, on every rune at and around the
+// bounds of each class.
+func TestCompilePattern(t *testing.T) {
+	fast := 0
+	for _, p := range schemaPatterns(t) {
+		m, err := compilePattern(p)
+		if err != nil {
+			t.Fatalf("%q: %v", p, err)
+		}
+		cm, ok := m.(classMatcher)
+		if !ok {
+			continue
+		}
+		fast++
+		if cm.String() != p {
+			t.Errorf("String() = %q, want %q", cm.String(), p)
+		}
+		re := regexp.MustCompile(p)
+		probes := []string{"", "plain text", "a\nb", "日本語", "a\x00", "\u202e", "\U0010FFFF"}
+		for _, r := range cm.ranges {
+			for _, x := range []rune{r - 1, r, r + 1} {
+				probes = append(probes, string(x), "ok "+string(x)+" ok")
+			}
+		}
+		for _, s := range probes {
+			if got, want := cm.MatchString(s), re.MatchString(s); got != want {
+				t.Errorf("%q on %q: fast %v, regexp %v", p, s, got, want)
+			}
+		}
+	}
+	if fast != 2*len(Types) { // single_line and multi_line in each schema
+		t.Errorf("%d patterns use the fast matcher, want %d", fast, 2*len(Types))
+	}
+}
+
+func FuzzCompilePattern(f *testing.F) {
+	f.Add("Export licensing\trequirement\n")
+	f.Add("a\u202eb\x00\x7f\u0085\u2028")
+	patterns := schemaPatterns(f)
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, p := range patterns {
+			m, err := compilePattern(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := m.MatchString(s), regexp.MustCompile(p).MatchString(s); got != want {
+				t.Fatalf("%q on %q: engine %v, regexp %v", p, s, got, want)
+			}
+		}
+	})
 }
 
 func FuzzValidateBody(f *testing.F) {
