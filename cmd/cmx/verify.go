@@ -33,7 +33,9 @@ them for --party, or else for the party the token's signer certificate names.
 its own iat (its signer certificate or the message has expired since), the
 verdict is INDETERMINATE: prove the signing time (a trusted timestamp or a
 countersigned audit checkpoint) and pass it with --at.
-Exit status: 0 VALID, 1 INVALID or INDETERMINATE, 2 usage or I/O error.`
+Label the roots (XX=FILE) whenever more than one party's roots are given.
+The first line of output is the verdict: VALID, INVALID or INDETERMINATE.
+Exit status: 0 VALID; 1 INVALID, INDETERMINATE or an unreadable input; 2 usage.`
 
 // errNotValid is returned by runVerify when the verdict it printed is
 // INVALID or INDETERMINATE: main exits 1 without printing it again.
@@ -57,7 +59,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, verifyUsage)
-		return errors.New("verify: missing subcommand")
+		return fmt.Errorf("%w: verify: missing subcommand", errUsage)
 	}
 	kinds := map[string]func(*verifyCmd) outcome{
 		"receipt": verifyReceiptCmd, "message": verifyMessageCmd,
@@ -70,7 +72,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	run, ok := kinds[args[0]]
 	if !ok {
 		fmt.Fprintln(stderr, verifyUsage)
-		return fmt.Errorf("verify: unknown subcommand %q", args[0])
+		return fmt.Errorf("%w: verify: unknown subcommand %q", errUsage, args[0])
 	}
 	cmd, err := parseVerifyArgs(args[0], args[1:], stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -116,27 +118,30 @@ func parseVerifyArgs(kind string, args []string, stderr io.Writer) (*verifyCmd, 
 	at := fs.String("at", "", "verification time, RFC 3339 (default now)")
 	fs.BoolVar(&c.body, "body", false, "also print the message body")
 	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if errors.Is(err, flag.ErrHelp) {
 		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: verify %s: %w", errUsage, kind, err)
 	}
 	if len(pos) != 1 {
 		fs.Usage()
-		return nil, fmt.Errorf("verify %s: want exactly one FILE, have %d", kind, len(pos))
+		return nil, fmt.Errorf("%w: verify %s: want exactly one FILE, have %d", errUsage, kind, len(pos))
 	}
 	c.file = pos[0]
 	if len(c.trust.specs) == 0 {
-		return nil, fmt.Errorf("verify %s: at least one --trust is required", kind)
+		return nil, fmt.Errorf("%w: verify %s: at least one --trust is required", errUsage, kind)
 	}
 	if c.party != "" && !certs.ValidParty(c.party) || c.aud != "" && !certs.ValidParty(c.aud) {
-		return nil, fmt.Errorf("verify %s: --party and --aud are two upper-case letters", kind)
+		return nil, fmt.Errorf("%w: verify %s: --party and --aud are two upper-case letters", errUsage, kind)
 	}
 	if kind == "envelope" && (c.party == "" || c.key == "" || c.cert == "") {
-		return nil, errors.New("verify envelope: --party, --key and --cert are required")
+		return nil, fmt.Errorf("%w: verify envelope: --party, --key and --cert are required", errUsage)
 	}
 	c.at, c.atGiven = verifyNow(), *at != ""
 	if c.atGiven {
 		if c.at, err = time.Parse(time.RFC3339, *at); err != nil {
-			return nil, fmt.Errorf("verify %s: --at: %w", kind, err)
+			return nil, fmt.Errorf("%w: verify %s: --at: %w", errUsage, kind, err)
 		}
 	}
 	if err := c.trust.load(); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -34,7 +33,7 @@ type evidenceCheck struct {
 
 func verifyEvidenceCmd(c *verifyCmd) outcome {
 	if len(c.trust.unlabelled) > 0 {
-		return outcome{err: errors.New("verify evidence: a bundle involves both parties: label every --trust as XX=FILE")}
+		return outcome{err: fmt.Errorf("%w: verify evidence: a bundle involves both parties: label every --trust as XX=FILE", errUsage)}
 	}
 	e := &evidenceCheck{cmd: c, statuses: map[envelope.Status]bool{}}
 	if err := json.Unmarshal(c.input, &e.ev); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/cmx-exchange/cmx/certs/certstest"
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/pair"
 )
 
 // verifyAt is the clock of these tests: an hour after the fixtures' issue.
@@ -354,33 +355,130 @@ func TestVerifyEvidence(t *testing.T) {
 	runVerifyCases(t, f, ev(nil), tests)
 }
 
-// TestVerifyUsage: operator mistakes are errors, never a verdict.
+// TestVerifyUsage: operator mistakes and unreadable inputs are errors, never
+// a verdict; mistakes on the command line are usage errors.
 func TestVerifyUsage(t *testing.T) {
 	f := newVerifyFixture(t)
 	file := f.write(t, "rcpt.jws", f.delivered)
 	ev := f.write(t, "ev.json", f.evidenceJSON(t, nil))
 	tests := []struct {
-		name string
-		args []string
-		want string
+		name  string
+		args  []string
+		want  string
+		usage bool // errUsage (exit 2) rather than an input error (exit 1)
 	}{
-		{name: "no_subcommand", args: nil, want: "missing subcommand"},
-		{name: "unknown_subcommand", args: []string{"checkpoint", file}, want: "unknown subcommand"},
-		{name: "no_file", args: []string{"receipt", "--trust", f.jpRoot}, want: "exactly one FILE"},
-		{name: "two_files", args: []string{"receipt", file, file, "--trust", f.jpRoot}, want: "exactly one FILE"},
-		{name: "no_trust", args: []string{"receipt", file}, want: "--trust is required"},
+		{name: "no_subcommand", args: nil, want: "missing subcommand", usage: true},
+		{name: "unknown_subcommand", args: []string{"checkpoint", file}, want: "unknown subcommand", usage: true},
+		{name: "no_file", args: []string{"receipt", "--trust", f.jpRoot}, want: "exactly one FILE", usage: true},
+		{name: "two_files", args: []string{"receipt", file, file, "--trust", f.jpRoot}, want: "exactly one FILE", usage: true},
+		{name: "no_trust", args: []string{"receipt", file}, want: "--trust is required", usage: true},
 		{name: "trust_not_pem", args: []string{"receipt", file, "--trust", file}, want: "--trust"},
 		{name: "missing_file", args: []string{"receipt", filepath.Join(f.dir, "nope"), "--trust", f.jpRoot}, want: "no such file"},
-		{name: "bad_at", args: []string{"receipt", file, "--trust", f.jpRoot, "--at", "yesterday"}, want: "--at"},
-		{name: "bad_party", args: []string{"receipt", file, "--trust", f.jpRoot, "--party", "jp"}, want: "two upper-case letters"},
-		{name: "envelope_without_key", args: []string{"envelope", file, "--trust", f.usRoot, "--party", "US"}, want: "--key"},
-		{name: "evidence_unlabelled_trust", args: []string{"evidence", ev, "--trust", f.usRoot, "--trust", "JP=" + f.jpRoot}, want: "label every --trust"},
+		{name: "bad_at", args: []string{"receipt", file, "--trust", f.jpRoot, "--at", "yesterday"}, want: "--at", usage: true},
+		{name: "bad_party", args: []string{"receipt", file, "--trust", f.jpRoot, "--party", "jp"}, want: "two upper-case letters", usage: true},
+		{name: "envelope_without_key", args: []string{"envelope", file, "--trust", f.usRoot, "--party", "US"}, want: "--key", usage: true},
+		{name: "evidence_unlabelled_trust", args: []string{"evidence", ev, "--trust", f.usRoot, "--trust", "JP=" + f.jpRoot}, want: "label every --trust", usage: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := runVerifyAt(t, verifyAt, nil, tt.args...)
 			if err == nil || errors.Is(err, errNotValid) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("runVerify = %v, want a usage error naming %q", err, tt.want)
+				t.Fatalf("runVerify = %v, want an error naming %q", err, tt.want)
+			}
+			if errors.Is(err, errUsage) != tt.usage {
+				t.Errorf("errors.Is(%v, errUsage) = %v, want %v", err, !tt.usage, tt.usage)
+			}
+		})
+	}
+}
+
+// TestVerifyExitStatus: through the cmx main, VALID exits 0, INVALID and
+// INDETERMINATE exit 1, usage errors exit 2.
+func TestVerifyExitStatus(t *testing.T) {
+	f := newVerifyFixture(t)
+	good := f.write(t, "good.jws", f.delivered)
+	bad := f.write(t, "bad.jws", tamper(f.delivered))
+	tests := []struct {
+		name string
+		now  time.Time
+		args []string
+		want int
+	}{
+		{name: "valid", now: verifyAt, args: []string{"verify", "receipt", good, "--trust", f.jpRoot}, want: 0},
+		{name: "invalid", now: verifyAt, args: []string{"verify", "receipt", bad, "--trust", f.jpRoot}, want: 1},
+		{name: "indeterminate", now: verifyAt.Add(2 * 365 * 24 * time.Hour), args: []string{"verify", "receipt", good, "--trust", f.jpRoot}, want: 1},
+		{name: "usage", now: verifyAt, args: []string{"verify", "receipt", good}, want: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			oldNow := verifyNow
+			verifyNow = func() time.Time { return tt.now }
+			t.Cleanup(func() { verifyNow = oldNow })
+			var stdout, stderr bytes.Buffer
+			if got := run(context.Background(), tt.args, &stdout, &stderr); got != tt.want {
+				t.Fatalf("exit status %d, want %d\nstdout: %s\nstderr: %s", got, tt.want, stdout.String(), stderr.String())
+			}
+			if tt.want == 1 && stderr.Len() != 0 {
+				t.Errorf("a verdict is printed once, on stdout; stderr has %q", stderr.String())
+			}
+		})
+	}
+}
+
+// TestVerifyEvidenceFromGateways: the evidence bundles that two real
+// gateways serve for one exchanged message (the sender's outbound bundle
+// and the receiver's inbound one) verify offline with nothing but both
+// parties' pinned roots.
+func TestVerifyEvidenceFromGateways(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := pair.Start(ctx, pair.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	m, err := p.Send(ctx, "US", envelope.LaborEnforcementNotice, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.WaitStatus(ctx, m, api.StatusDelivered, 20*time.Second); err != nil || got.Status != api.StatusDelivered {
+		t.Fatalf("message did not reach delivered: %v %+v", err, got)
+	}
+	trust := []string{
+		"--trust", "US=" + filepath.Join(p.US.PKIDir, certs.FileBundle),
+		"--trust", "JP=" + filepath.Join(p.JP.PKIDir, certs.FileBundle),
+	}
+	sides := []struct {
+		name   string
+		side   *pair.Side
+		agency string
+	}{
+		{name: "outbound_at_sender", side: p.US, agency: m.Agency},
+		{name: "inbound_at_receiver", side: p.JP, agency: pair.AgencyFor("JP", m.Type)},
+	}
+	for _, s := range sides {
+		t.Run(s.name, func(t *testing.T) {
+			ev, err := s.side.Client(s.agency).Evidence(ctx, m.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Envelope == "" || ev.Message == "" || len(ev.Receipts) < 2 {
+				t.Fatalf("bundle lacks envelope, message or receipts: %+v", ev)
+			}
+			b, err := json.Marshal(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "evidence.json")
+			if err := os.WriteFile(file, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := runVerifyAt(t, time.Now(), nil, append([]string{"evidence", file}, trust...)...)
+			if err != nil {
+				t.Fatalf("verify evidence: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, "VALID evidence "+m.ID+": ") || strings.Contains(out, "INVALID") {
+				t.Errorf("verdict:\n%s", out)
 			}
 		})
 	}
