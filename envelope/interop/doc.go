@@ -8,8 +8,10 @@
 //     jose opens and verifies; jose seals and signs, cmx opens and verifies;
 //     and jose builds off-profile envelopes (direct ECDH-ES, A128GCM, zip)
 //     that cmx must refuse.
-//   - José (the latchset C implementation, Debian package "jose") decrypts a
-//     cmx envelope and verifies the inner message and a receipt.
+//   - José (the latchset C implementation, Debian package "jose"), both ways:
+//     it decrypts a cmx envelope and verifies the inner message and a
+//     receipt; it signs a receipt and signs and encrypts a message that cmx
+//     verifies and opens.
 //
 // The package has no code outside its tests. The tests skip when node (or
 // the jose binary) is not on PATH, unless CMX_REQUIRE_INTEROP is set (CI

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/certs/certstest"
 	"github.com/cmx-exchange/cmx/envelope"
 	jose "github.com/go-jose/go-jose/v4"
@@ -149,4 +150,79 @@ func signedPayload(t *testing.T, tok []byte) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// joseCLISign signs payload with José under the profile's JWS header for
+// typ, with signer's kid and x5c, and returns the compact JWS.
+func joseCLISign(t *testing.T, bin, dir string, payload []byte, typ string, signer *certs.Identity) []byte {
+	t.Helper()
+	tmpl, err := json.Marshal(map[string]any{"protected": map[string]any{
+		"alg": "ES256", "typ": typ, "kid": signer.KID, "x5c": x5c(signer),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "payload.json", payload)
+	writeFile(t, dir, "sig.tmpl", tmpl)
+	writeJWK(t, dir, "signer.jwk", signer.Key)
+	out, err := joseCLI(t, bin, dir, "jws", "sig", "-I", "payload.json", "-s", "sig.tmpl", "-k", "signer.jwk", "-c")
+	if err != nil {
+		t.Fatalf("jose jws sig: %v", err)
+	}
+	return out
+}
+
+// TestCmxVerifiesJoseCLIReceipt: a receipt signed by José verifies in cmx.
+func TestCmxVerifiesJoseCLIReceipt(t *testing.T) {
+	bin := needTool(t, "jose")
+	jp := certstest.NewPKI(t, "JP")
+	want := receiptFor(envelope.StatusRejected)
+	payload, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := joseCLISign(t, bin, t.TempDir(), payload, envelope.TypReceipt, jp.Signing)
+	v := &envelope.ReceiptVerifier{Self: "US", Peer: certstest.Bundle(t, "JP")}
+	got, err := v.Verify(tok, now)
+	if err != nil {
+		t.Fatalf("Verify(José receipt) = %v", err)
+	}
+	if !reflect.DeepEqual(&got.Receipt, want) {
+		t.Errorf("receipt:\n got %+v\nwant %+v", got.Receipt, *want)
+	}
+}
+
+// TestCmxOpensJoseCLIEnvelope: a message signed and encrypted by José (to
+// the JP encryption key, compact, under the profile's headers) opens in cmx.
+func TestCmxOpensJoseCLIEnvelope(t *testing.T) {
+	bin := needTool(t, "jose")
+	us, jp := certstest.NewPKI(t, "US"), certstest.NewPKI(t, "JP")
+	dir := t.TempDir()
+	c := messageClaims(envelope.NonMarketPracticeReport)
+	payload, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := joseCLISign(t, bin, dir, payload, envelope.TypMessage, us.Signing)
+	tmpl, err := json.Marshal(map[string]any{"protected": map[string]any{
+		"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT", "kid": jp.Encryption.KID,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "inner.jws", inner)
+	writeFile(t, dir, "enc.tmpl", tmpl)
+	writeJWK(t, dir, "jp-enc.pub.jwk", jp.Encryption.Cert.PublicKey)
+	env, err := joseCLI(t, bin, dir, "jwe", "enc", "-I", "inner.jws", "-i", "enc.tmpl", "-k", "jp-enc.pub.jwk", "-c")
+	if err != nil {
+		t.Fatalf("jose jwe enc: %v", err)
+	}
+	got, err := openerJP(t).Open(env, now)
+	if err != nil {
+		t.Fatalf("Open(José envelope) = %v", err)
+	}
+	sameClaims(t, &got.Claims, c)
+	if !bytes.Equal(got.Inner, inner) {
+		t.Errorf("Opened.Inner is not the JWS José signed")
+	}
 }
