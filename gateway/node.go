@@ -36,6 +36,8 @@ type Node struct {
 	mu       sync.Mutex
 	httpAddr net.Addr
 	embedded *transport.Embedded
+	// NATS connection of the gateway, set when Run has started NATS
+	natsURL, natsUser, natsPass string
 
 	// set up by Run
 	js        jetstream.JetStream
@@ -101,6 +103,17 @@ func (n *Node) LeafURL() string {
 	return n.embedded.LeafURL()
 }
 
+// NATS returns the URL and credentials the gateway connects to NATS with
+// (after Started): the configured external server's, or the embedded
+// server's with its per-process password. It grants what the gateway itself
+// may do in account XCHG; for operators' tools and tests that inspect or
+// feed the streams of a running node.
+func (n *Node) NATS() (url, user, password string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.natsURL, n.natsUser, n.natsPass
+}
+
 // Run runs the gateway until ctx ends, then shuts down in pipeline order:
 // stop HTTP intake, stop the consumers and forwarder, drain NATS, stop the
 // embedded server.
@@ -110,6 +123,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.stopNATS()
+	n.mu.Lock()
+	n.natsURL, n.natsUser, n.natsPass = url, user, pass
+	n.mu.Unlock()
 	nc, err := transport.Connect(ctx, url, user, pass, nats.Name("cmxd-"+strings.ToLower(n.cfg.Party)))
 	if err != nil {
 		return fmt.Errorf("gateway: connect to NATS: %w", err)
