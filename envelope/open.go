@@ -36,7 +36,7 @@ type Opener struct {
 type Opened struct {
 	Claims    Claims
 	Inner     []byte              // the exact inner JWS
-	Chain     []*x509.Certificate // the verified signer chain, leaf first
+	Chain     []*x509.Certificate // the verified signer chain, leaf first; shared, do not modify
 	EnvSHA256 string              // Digest of the envelope; "" from OpenInner
 	MsgSHA256 string              // Digest(Inner)
 }

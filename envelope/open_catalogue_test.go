@@ -19,25 +19,25 @@ import (
 )
 
 // seg edits segment i of a valid envelope.
-func seg(i int, edit func([]byte) []byte) func(*testing.T, *fixture) []byte {
-	return edited(func(t *testing.T, f *fixture, env []byte) []byte { return editSeg(t, env, i, edit) })
+func seg(i int, edit func([]byte) []byte) func(testing.TB, *fixture) []byte {
+	return edited(func(t testing.TB, f *fixture, env []byte) []byte { return editSeg(t, env, i, edit) })
 }
 
 // raw edits a valid envelope as text.
-func raw(edit func(string) string) func(*testing.T, *fixture) []byte {
-	return edited(func(_ *testing.T, _ *fixture, env []byte) []byte { return []byte(edit(string(env))) })
+func raw(edit func(string) string) func(testing.TB, *fixture) []byte {
+	return edited(func(_ testing.TB, _ *fixture, env []byte) []byte { return []byte(edit(string(env))) })
 }
 
 // innerEdited encrypts a valid inner JWS after edit.
-func innerEdited(edit func(string) string) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func innerEdited(edit func(string) string) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		return f.encryptCompact(t, []byte(edit(string(f.seal(t, testClaims()).Inner))))
 	}
 }
 
 // withSig replaces the signature of a valid inner JWS and encrypts it.
-func withSig(sig func(valid []byte) []byte) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func withSig(sig func(valid []byte) []byte) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		in := f.seal(t, testClaims()).Inner
 		return f.encryptCompact(t, editSeg(t, in, 2, sig))
 	}
@@ -77,22 +77,22 @@ func openCases2() []openCase {
 		{name: "J-17_protected_header_reordered", want: ErrCrypto, reason: ReasonDecryptFailed,
 			env: outerHeader(reorder)},
 		{name: "J-18_million_dots", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(*testing.T, *fixture) []byte { return []byte(strings.Repeat(".", 1_000_000)) }},
+			env: func(testing.TB, *fixture) []byte { return []byte(strings.Repeat(".", 1_000_000)) }},
 		{name: "J-18_six_segments", want: ErrMalformed, reason: ReasonMalformed, env: raw(func(s string) string { return s + ".AAAA" })},
 		{name: "J-18_over_size_cap", want: ErrTooLarge, reason: ReasonTooLarge,
-			env: func(*testing.T, *fixture) []byte { return make([]byte, Limits{}.MaxEnvelopeBytes()+1) }},
+			env: func(testing.TB, *fixture) []byte { return make([]byte, Limits{}.MaxEnvelopeBytes()+1) }},
 		{name: "J-19_enc_A128CBC_HS256", want: ErrMalformed, reason: ReasonMalformed,
 			env: outerHeader(replaceIn(`"enc":"A256GCM"`, `"enc":"A128CBC-HS256"`))},
 		{name: "J-19_enc_A128GCM_real", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				s, _ := f.encryptRaw(t, f.seal(t, testClaims()).Inner, jose.A128GCM, nil).CompactSerialize()
 				return []byte(s)
 			}},
 		{name: "J-19_enc_unknown", want: ErrMalformed, reason: ReasonMalformed, env: outerHeader(replaceIn(`"enc":"A256GCM"`, `"enc":"X"`))},
 		{name: "J-20_plaintext_raw_json", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte { return f.encryptCompact(t, payloadOf(t, testClaims())) }},
+			env: func(t testing.TB, f *fixture) []byte { return f.encryptCompact(t, payloadOf(t, testClaims())) }},
 		{name: "J-21_receipt_as_message", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				r := testReceipt(StatusAccepted)
 				r.Issuer, r.Audience = "US", "JP"
 				tok, err := IssueReceipt(r, f.us.Signing)
@@ -116,7 +116,7 @@ func openCases2() []openCase {
 		{name: "J-24_lifetime_over_max", want: ErrClaims, reason: ReasonClaimsInvalid,
 			env: sealed(func(c *Claims) { c.Expiry = at(9 * 24 * time.Hour) })},
 		{name: "J-24_lifetime_custom_max", want: ErrClaims, reason: ReasonClaimsInvalid,
-			env: sealed(nil), opener: func(_ *testing.T, _ *fixture, o *Opener) { o.MaxLifetime = time.Hour }},
+			env: sealed(nil), opener: func(_ testing.TB, _ *fixture, o *Opener) { o.MaxLifetime = time.Hour }},
 		{name: "J-24_iat_missing", want: ErrClaims, reason: ReasonClaimsInvalid,
 			env: build(func(b innerBuilder) []byte {
 				return b.env(b.usHeader(nil), dropMember(b.t, b.payload(nil), "iat"))
@@ -170,13 +170,13 @@ func openCases2() []openCase {
 		{name: "J-27_inner_non_canonical_signature", want: ErrMalformed, reason: ReasonMalformed, env: innerEdited(nonCanonicalTail)},
 		{name: "J-27_inner_padding", want: ErrMalformed, reason: ReasonMalformed, env: innerEdited(func(s string) string { return s + "=" })},
 		{name: "J-28_jwe_in_jwe", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte { return f.encryptCompact(t, f.seal(t, testClaims()).Envelope) }},
+			env: func(t testing.TB, f *fixture) []byte { return f.encryptCompact(t, f.seal(t, testClaims()).Envelope) }},
 		{name: "J-28_jws_in_jws", want: ErrClaims, reason: ReasonClaimsInvalid,
 			env: build(func(b innerBuilder) []byte { return b.env(b.usHeader(nil), b.f.seal(b.t, testClaims()).Inner) })},
 		{name: "J-28_inner_cty_jwt", want: ErrMalformed, reason: ReasonMalformed,
 			env: build(func(b innerBuilder) []byte { return b.env(b.usHeader([]string{`"cty":"JWT"`}), b.payload(nil)) })},
 		{name: "J-29_jwe_json_two_recipients", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 				e, err := jose.NewMultiEncrypter(jose.A256GCM, []jose.Recipient{
 					{Algorithm: jose.ECDH_ES_A256KW, Key: f.jp.Encryption.Cert.PublicKey, KeyID: f.jp.Encryption.KID},
@@ -228,7 +228,7 @@ func reorder(h string) string {
 }
 
 // dropMember removes one top-level member from a JSON object.
-func dropMember(t *testing.T, obj []byte, name string) []byte {
+func dropMember(t testing.TB, obj []byte, name string) []byte {
 	t.Helper()
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(obj, &m); err != nil {
@@ -240,22 +240,22 @@ func dropMember(t *testing.T, obj []byte, name string) []byte {
 }
 
 // signerCase signs a valid payload with id's header and key, encrypted to JP.
-func signerCase(id func(t *testing.T, f *fixture) *certs.Identity, mutate func(*Claims)) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func signerCase(id func(t testing.TB, f *fixture) *certs.Identity, mutate func(*Claims)) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		b := innerBuilder{t: t, f: f}
 		s := id(t, f)
 		return f.encryptCompact(t, []byte(signRaw(t, s.Key, jwsHeaderJSON(s, TypMessage), b.payload(mutate))))
 	}
 }
 
-func usLeaf(mutate func(*x509.Certificate)) func(t *testing.T, f *fixture) *certs.Identity {
-	return func(t *testing.T, f *fixture) *certs.Identity { return certstest.Leaf(t, f.us, mutate) }
+func usLeaf(mutate func(*x509.Certificate)) func(t testing.TB, f *fixture) *certs.Identity {
+	return func(t testing.TB, f *fixture) *certs.Identity { return certstest.Leaf(t, f.us, mutate) }
 }
 
 func openCases3() []openCase {
 	return []openCase{
 		{name: "C-01_own_root", want: ErrUntrustedSigner, reason: ReasonUntrustedSigner,
-			env: signerCase(func(_ *testing.T, f *fixture) *certs.Identity { return f.jp.Signing }, nil)},
+			env: signerCase(func(_ testing.TB, f *fixture) *certs.Identity { return f.jp.Signing }, nil)},
 		{name: "C-02_valid_chain_other_key", want: ErrCrypto, reason: ReasonSignatureInvalid,
 			env: build(func(b innerBuilder) []byte {
 				return b.f.encryptCompact(b.t, []byte(signRaw(b.t, b.f.jp.Signing.Key, b.usHeader(nil), b.payload(nil))))
@@ -265,7 +265,7 @@ func openCases3() []openCase {
 				return b.env(b.usHeader(nil, b.f.us.Signing.KID, b.f.us.Encryption.KID), b.payload(nil))
 			})},
 		{name: "C-04_tls_server_cert_signs", want: ErrUntrustedSigner, reason: ReasonUntrustedSigner,
-			env: signerCase(func(_ *testing.T, f *fixture) *certs.Identity { return f.us.TLSServer }, nil)},
+			env: signerCase(func(_ testing.TB, f *fixture) *certs.Identity { return f.us.TLSServer }, nil)},
 		{name: "C-06_leaf_expired", want: ErrUntrustedSigner, reason: ReasonUntrustedSigner,
 			env: signerCase(usLeaf(func(c *x509.Certificate) { c.NotAfter = testNow.Add(-30 * time.Minute) }),
 				func(c *Claims) { c.IssuedAt = at(-40 * time.Minute) })},
@@ -316,7 +316,7 @@ func openCases3() []openCase {
 			env: sealedToOld, opener: withRetired(8 * 24 * time.Hour)},
 		{name: "unknown_encryption_key", want: ErrCrypto, reason: ReasonDecryptFailed, env: sealedToOld},
 		{name: "schema_invalid", want: ErrSchema, reason: ReasonSchemaInvalid, env: sealed(nil),
-			opener: func(_ *testing.T, _ *fixture, o *Opener) {
+			opener: func(_ testing.TB, _ *fixture, o *Opener) {
 				o.ValidateBody = func(ty Type, body []byte) error {
 					if ty != LaborEnforcementNotice || string(body) != testBodyRaw {
 						return errors.New("ValidateBody got the wrong type or body")
@@ -325,17 +325,17 @@ func openCases3() []openCase {
 				}
 			}},
 		{name: "schema_valid", env: sealed(nil),
-			opener: func(_ *testing.T, _ *fixture, o *Opener) { o.ValidateBody = func(Type, []byte) error { return nil } }},
+			opener: func(_ testing.TB, _ *fixture, o *Opener) { o.ValidateBody = func(Type, []byte) error { return nil } }},
 		{name: "body_over_limit", want: ErrTooLarge, reason: ReasonTooLarge, env: sealed(nil),
-			opener: func(_ *testing.T, _ *fixture, o *Opener) { o.Limits.MaxBodyBytes = 64 }},
+			opener: func(_ testing.TB, _ *fixture, o *Opener) { o.Limits.MaxBodyBytes = 64 }},
 		{name: "envelope_over_custom_cap", want: ErrTooLarge, reason: ReasonTooLarge,
 			env:    sealed(func(c *Claims) { c.Body = json.RawMessage(`{"x":"` + strings.Repeat("a", 40_000) + `"}`) }),
-			opener: func(_ *testing.T, _ *fixture, o *Opener) { o.Limits.MaxBodyBytes = 1 << 10 }},
+			opener: func(_ testing.TB, _ *fixture, o *Opener) { o.Limits.MaxBodyBytes = 1 << 10 }},
 	}
 }
 
 // oldEncryption is a second JP encryption identity, created once per fixture.
-func (f *fixture) oldEncryption(t *testing.T) *certs.Identity {
+func (f *fixture) oldEncryption(t testing.TB) *certs.Identity {
 	t.Helper()
 	if f.oldEnc == nil {
 		id, err := f.jp.IssueEncryption(certs.PKIOptions{Now: certstest.Now})
@@ -348,7 +348,7 @@ func (f *fixture) oldEncryption(t *testing.T) *certs.Identity {
 }
 
 // sealedToOld seals a valid message to JP's older encryption key.
-func sealedToOld(t *testing.T, f *fixture) []byte {
+func sealedToOld(t testing.TB, f *fixture) []byte {
 	s, err := Seal(testClaims(), f.us.Signing, f.oldEncryption(t).Cert)
 	if err != nil {
 		t.Fatal(err)
@@ -358,8 +358,8 @@ func sealedToOld(t *testing.T, f *fixture) []byte {
 
 // withRetired gives the opener a key set where the older key was retired
 // ago before now, with the default 7-day budget.
-func withRetired(ago time.Duration) func(*testing.T, *fixture, *Opener) {
-	return func(t *testing.T, f *fixture, o *Opener) {
+func withRetired(ago time.Duration) func(testing.TB, *fixture, *Opener) {
+	return func(t testing.TB, f *fixture, o *Opener) {
 		old := decryptionKey(f.oldEncryption(t))
 		old.RetiredAt = testNow.Add(-ago)
 		ks, err := certs.NewKeySet(0, decryptionKey(f.jp.Encryption), old)

@@ -21,8 +21,8 @@ import (
 // openCase is one input to Opener.Open and the failure it must produce.
 type openCase struct {
 	name      string
-	env       func(t *testing.T, f *fixture) []byte
-	opener    func(t *testing.T, f *fixture, o *Opener) // optional change to a copy of the JP opener
+	env       func(t testing.TB, f *fixture) []byte
+	opener    func(t testing.TB, f *fixture, o *Opener) // optional change to a copy of the JP opener
 	want      error                                     // nil = must open
 	reason    Reason
 	transient bool
@@ -31,7 +31,7 @@ type openCase struct {
 // inner builds a message JWS by hand from header members and a payload,
 // signed with the US signing key, and encrypts it to JP.
 type innerBuilder struct {
-	t *testing.T
+	t testing.TB
 	f *fixture
 }
 
@@ -64,13 +64,13 @@ func (b innerBuilder) env(hdr string, payload []byte) []byte {
 	return b.f.encryptCompact(b.t, []byte(signRaw(b.t, b.f.us.Signing.Key, hdr, payload)))
 }
 
-func build(fn func(b innerBuilder) []byte) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte { return fn(innerBuilder{t: t, f: f}) }
+func build(fn func(b innerBuilder) []byte) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte { return fn(innerBuilder{t: t, f: f}) }
 }
 
 // sealed returns a valid envelope of claims changed by mutate.
-func sealed(mutate func(*Claims)) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func sealed(mutate func(*Claims)) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		c := testClaims()
 		if mutate != nil {
 			mutate(c)
@@ -80,12 +80,12 @@ func sealed(mutate func(*Claims)) func(*testing.T, *fixture) []byte {
 }
 
 // edited returns a valid envelope passed through edit.
-func edited(edit func(t *testing.T, f *fixture, env []byte) []byte) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte { return edit(t, f, f.seal(t, testClaims()).Envelope) }
+func edited(edit func(t testing.TB, f *fixture, env []byte) []byte) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte { return edit(t, f, f.seal(t, testClaims()).Envelope) }
 }
 
-func outerHeader(edit func(h string) string) func(*testing.T, *fixture) []byte {
-	return edited(func(t *testing.T, f *fixture, env []byte) []byte { return withOuterHeader(t, env, edit) })
+func outerHeader(edit func(h string) string) func(testing.TB, *fixture) []byte {
+	return edited(func(t testing.TB, f *fixture, env []byte) []byte { return withOuterHeader(t, env, edit) })
 }
 
 func replaceIn(old, new string) func(string) string {
@@ -120,7 +120,7 @@ func bytesOf(n int, v byte) []byte {
 	return b
 }
 
-func jsonSerialized(t *testing.T, obj interface{ FullSerialize() string }) []byte {
+func jsonSerialized(t testing.TB, obj interface{ FullSerialize() string }) []byte {
 	t.Helper()
 	return []byte(obj.FullSerialize())
 }
@@ -186,17 +186,17 @@ func openCases() []openCase {
 				return b.env(b.usHeader(nil, b.f.us.Signing.KID, "../../etc/passwd"), b.payload(nil))
 			})},
 		{name: "J-07_jwe_json_serialization", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				return jsonSerialized(t, f.encryptRaw(t, f.seal(t, testClaims()).Inner, jose.A256GCM, nil))
 			}},
 		{name: "J-07_jws_json_serialization_inside", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				return f.encryptCompact(t, goJoseJSONJWS(t, f, false))
 			}},
 		{name: "J-08_two_signatures", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte { return f.encryptCompact(t, goJoseJSONJWS(t, f, true)) }},
+			env: func(t testing.TB, f *fixture) []byte { return f.encryptCompact(t, goJoseJSONJWS(t, f, true)) }},
 		{name: "J-08_flattened_without_protected", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				return f.encryptCompact(t, []byte(`{"payload":"e30","signature":"AAAA"}`))
 			}},
 		{name: "J-09_crit_exp", want: ErrMalformed, reason: ReasonMalformed,
@@ -224,7 +224,7 @@ func openCases() []openCase {
 				return `{"alg":"PBES2-HS512+A256KW","enc":"A256GCM","cty":"JWT","kid":"k","p2c":2147483647,"p2s":"c2FsdHNhbHRzYWx0c2FsdA"}`
 			})},
 		{name: "J-14_zip_deflate", want: ErrMalformed, reason: ReasonMalformed,
-			env: func(t *testing.T, f *fixture) []byte {
+			env: func(t testing.TB, f *fixture) []byte {
 				obj := f.encryptRaw(t, f.seal(t, testClaims()).Inner, jose.A256GCM, &jose.EncrypterOptions{Compression: jose.DEFLATE})
 				s, _ := obj.CompactSerialize()
 				return []byte(s)
@@ -242,7 +242,7 @@ func kidTo(kid string) func(string) string {
 
 // goJoseJSONJWS signs a valid message with go-jose in JWS JSON
 // serialization, with a second (garbage) signature if two.
-func goJoseJSONJWS(t *testing.T, f *fixture, two bool) []byte {
+func goJoseJSONJWS(t testing.TB, f *fixture, two bool) []byte {
 	t.Helper()
 	opts := (&jose.SignerOptions{}).WithType(TypMessage).WithHeader("kid", f.us.Signing.KID).
 		WithHeader("x5c", certstest.X5C(f.us.Signing))

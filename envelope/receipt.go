@@ -116,6 +116,8 @@ const DefaultMaxReceiptBytes = 64 << 10
 
 // ReceiptVerifier verifies receipts issued by one peer. It holds no mutable
 // state and is safe for concurrent use. Fields must not change after first use.
+// An auditor checking old evidence passes a trusted signing time as now: a
+// certificate that has expired since is judged at that time (catalogue R-08).
 type ReceiptVerifier struct {
 	Self     string        // expected aud; "" = any (offline auditors)
 	Peer     *certs.Bundle // the issuer's pinned roots; iss must equal Peer.Party()
@@ -127,7 +129,7 @@ type ReceiptVerifier struct {
 type VerifiedReceipt struct {
 	Receipt
 	Token []byte              // the exact compact JWS verified
-	Chain []*x509.Certificate // the verified signer chain, leaf first
+	Chain []*x509.Certificate // the verified signer chain, leaf first; shared, do not modify
 }
 
 var receiptMembers = members{

@@ -31,7 +31,7 @@ func testReceipt(s Status) *Receipt {
 	return r
 }
 
-func (f *fixture) issue(t *testing.T, r *Receipt) []byte {
+func (f *fixture) issue(t testing.TB, r *Receipt) []byte {
 	t.Helper()
 	tok, err := IssueReceipt(r, f.jp.Signing)
 	if err != nil {
@@ -115,7 +115,7 @@ func TestIssueReceiptRefuses(t *testing.T) {
 // receiptCase is one input to ReceiptVerifier.Verify.
 type receiptCase struct {
 	name      string
-	token     func(t *testing.T, f *fixture) []byte
+	token     func(t testing.TB, f *fixture) []byte
 	verifier  func(v *ReceiptVerifier)
 	want      error
 	reason    Reason
@@ -123,8 +123,8 @@ type receiptCase struct {
 }
 
 // rawReceipt signs a receipt payload by hand with JP's signing identity.
-func rawReceipt(edit func(payload string) string) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func rawReceipt(edit func(payload string) string) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		r := testReceipt(StatusAccepted)
 		r.ID = ReceiptID(r.Msg, r.Status)
 		p := edit(string(payloadOf(t, r)))
@@ -132,8 +132,8 @@ func rawReceipt(edit func(payload string) string) func(*testing.T, *fixture) []b
 	}
 }
 
-func issued(mutate func(*Receipt)) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte {
+func issued(mutate func(*Receipt)) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte {
 		r := testReceipt(StatusAccepted)
 		if mutate != nil {
 			mutate(r)
@@ -142,8 +142,8 @@ func issued(mutate func(*Receipt)) func(*testing.T, *fixture) []byte {
 	}
 }
 
-func receiptEdited(edit func(t *testing.T, tok []byte) []byte) func(*testing.T, *fixture) []byte {
-	return func(t *testing.T, f *fixture) []byte { return edit(t, f.issue(t, testReceipt(StatusAccepted))) }
+func receiptEdited(edit func(t testing.TB, tok []byte) []byte) func(testing.TB, *fixture) []byte {
+	return func(t testing.TB, f *fixture) []byte { return edit(t, f.issue(t, testReceipt(StatusAccepted))) }
 }
 
 func receiptCases() []receiptCase {
@@ -154,7 +154,7 @@ func receiptCases() []receiptCase {
 				return strings.Replace(p, Digest([]byte("envelope")), strings.Repeat("0", 64), 1)
 			})},
 		{name: "R-03_signed_by_our_own_key", want: ErrUntrustedSigner, reason: ReasonUntrustedSigner,
-			token: func(t *testing.T, f *fixture) []byte {
+			token: func(t testing.TB, f *fixture) []byte {
 				r := testReceipt(StatusAccepted)
 				r.Issuer, r.Audience = "US", "JP"
 				tok, err := IssueReceipt(r, f.us.Signing)
@@ -166,7 +166,7 @@ func receiptCases() []receiptCase {
 		{name: "R-03_iss_not_peer", want: ErrClaims, reason: ReasonClaimsInvalid,
 			token: rawReceipt(func(p string) string { return strings.Replace(p, `"iss":"JP"`, `"iss":"KR"`, 1) })},
 		{name: "R-04_message_as_receipt", want: ErrMalformed, reason: ReasonMalformed,
-			token: func(t *testing.T, f *fixture) []byte {
+			token: func(t testing.TB, f *fixture) []byte {
 				c := testClaims()
 				c.Issuer, c.Audience, c.Sender, c.Recipient = "JP", "US", "JP:MHLW", ""
 				s, err := Seal(c, f.jp.Signing, f.us.Encryption.Cert)
@@ -176,7 +176,7 @@ func receiptCases() []receiptCase {
 				return s.Inner
 			}},
 		{name: "R-04_receipt_without_typ", want: ErrMalformed, reason: ReasonMalformed,
-			token: func(t *testing.T, f *fixture) []byte {
+			token: func(t testing.TB, f *fixture) []byte {
 				h := strings.Replace(jwsHeaderJSON(f.jp.Signing, TypReceipt), `"typ":"cmx-rcpt+jwt",`, "", 1)
 				r := testReceipt(StatusAccepted)
 				r.ID = ReceiptID(r.Msg, r.Status)
@@ -188,7 +188,7 @@ func receiptCases() []receiptCase {
 			token: issued(func(r *Receipt) { r.IssuedAt = at(10 * time.Minute) })},
 		{name: "R-07_iat_within_leeway", token: issued(func(r *Receipt) { r.IssuedAt = at(time.Minute) })},
 		{name: "R-10_pretty_printed", want: ErrCrypto, reason: ReasonSignatureInvalid,
-			token: receiptEdited(func(t *testing.T, tok []byte) []byte {
+			token: receiptEdited(func(t testing.TB, tok []byte) []byte {
 				return editSeg(t, tok, 1, func(p []byte) []byte {
 					var out bytes.Buffer
 					_ = json.Indent(&out, p, "", "  ")
@@ -196,11 +196,11 @@ func receiptCases() []receiptCase {
 				})
 			})},
 		{name: "R-10_claim_altered", want: ErrCrypto, reason: ReasonSignatureInvalid,
-			token: receiptEdited(func(t *testing.T, tok []byte) []byte {
+			token: receiptEdited(func(t testing.TB, tok []byte) []byte {
 				return editSeg(t, tok, 1, func(p []byte) []byte { return bytes.Replace(p, []byte("accepted"), []byte("rejected"), 1) })
 			})},
 		{name: "R-10_header_reencoded", want: ErrCrypto, reason: ReasonSignatureInvalid,
-			token: receiptEdited(func(t *testing.T, tok []byte) []byte {
+			token: receiptEdited(func(t testing.TB, tok []byte) []byte {
 				return editSeg(t, tok, 0, func(h []byte) []byte {
 					var m map[string]json.RawMessage
 					_ = json.Unmarshal(h, &m)
@@ -209,13 +209,13 @@ func receiptCases() []receiptCase {
 				})
 			})},
 		{name: "R-10_truncated_signature", want: ErrCrypto, reason: ReasonSignatureInvalid,
-			token: receiptEdited(func(_ *testing.T, tok []byte) []byte { return tok[:len(tok)-10] })},
+			token: receiptEdited(func(_ testing.TB, tok []byte) []byte { return tok[:len(tok)-10] })},
 		{name: "R-10_truncated_to_two_segments", want: ErrMalformed, reason: ReasonMalformed,
-			token: receiptEdited(func(_ *testing.T, tok []byte) []byte { return tok[:bytes.LastIndexByte(tok, '.')] })},
+			token: receiptEdited(func(_ testing.TB, tok []byte) []byte { return tok[:bytes.LastIndexByte(tok, '.')] })},
 		{name: "R-10_base64_padding", want: ErrMalformed, reason: ReasonMalformed,
-			token: receiptEdited(func(_ *testing.T, tok []byte) []byte { return append(tok, "=="...) })},
+			token: receiptEdited(func(_ testing.TB, tok []byte) []byte { return append(tok, "=="...) })},
 		{name: "R-11_rejected_bad_signature", want: ErrCrypto, reason: ReasonSignatureInvalid,
-			token: func(t *testing.T, f *fixture) []byte {
+			token: func(t testing.TB, f *fixture) []byte {
 				tok := f.issue(t, testReceipt(StatusRejected))
 				return editSeg(t, tok, 2, func(s []byte) []byte { s[5] ^= 1; return s })
 			}},
@@ -228,14 +228,14 @@ func receiptCases() []receiptCase {
 		{name: "nested_claim", want: ErrClaims, reason: ReasonClaimsInvalid,
 			token: rawReceipt(func(p string) string { return strings.Replace(p, `"JP"`, `["JP"]`, 1) })},
 		{name: "jwk_header", want: ErrMalformed, reason: ReasonMalformed,
-			token: func(t *testing.T, f *fixture) []byte {
+			token: func(t testing.TB, f *fixture) []byte {
 				h := strings.TrimSuffix(jwsHeaderJSON(f.jp.Signing, TypReceipt), "}") + `,"jwk":{}}`
 				return []byte(signRaw(t, f.jp.Signing.Key, h, payloadOf(t, testReceipt(StatusAccepted))))
 			}},
 		{name: "over_size_cap", want: ErrTooLarge, reason: ReasonTooLarge,
 			token: issued(nil), verifier: func(v *ReceiptVerifier) { v.MaxBytes = 100 }},
 		{name: "jwe_instead_of_jws", want: ErrMalformed, reason: ReasonMalformed,
-			token: func(t *testing.T, f *fixture) []byte { return f.seal(t, testClaims()).Envelope }},
+			token: func(t testing.TB, f *fixture) []byte { return f.seal(t, testClaims()).Envelope }},
 	}
 }
 

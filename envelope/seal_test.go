@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
 // headerMembers returns the sorted member names of a compact token's
 // protected header.
-func headerMembers(t *testing.T, tok []byte) []string {
+func headerMembers(t testing.TB, tok []byte) []string {
 	t.Helper()
 	raw, err := base64.RawURLEncoding.DecodeString(segments(tok)[0])
 	if err != nil {
