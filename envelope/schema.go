@@ -44,6 +44,18 @@ var ErrUnknownType = errors.New("envelope: unknown message type")
 // (catalogue H-12, J-25).
 const maxBodyDepth = 16
 
+// maxBodyItems, maxBodyMembers and maxBodyValues bound every array, every
+// object and the whole of a body while it is decoded. No schema allows more
+// (a test checks it). The validator reports every failing item, so without
+// them one array of a million wrong items would cost a million errors (about
+// 1 GB allocated for a 2 MB body); and the values under unknown members would
+// be built in memory before being refused.
+const (
+	maxBodyItems   = 64
+	maxBodyMembers = 64
+	maxBodyValues  = 4096
+)
+
 // schemaBaseURL prefixes the $id of every schema. ".invalid" (RFC 2606) makes
 // plain that the ids are names, never fetched.
 const schemaBaseURL = "https://cmx.invalid/schemas/"
@@ -79,16 +91,22 @@ func (e *SchemaError) Unwrap() error { return ErrSchema }
 // holds anything but printable characters, so that input copied into an
 // error message cannot forge log lines.
 func clip(s string, n int) string {
-	if len(s) > n {
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n] + "…"
-	}
+	s = truncate(s, n)
 	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// truncate shortens s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // SchemaJSON returns the JSON Schema of t (a fresh copy), or nil for an
@@ -158,16 +176,19 @@ var compiledSchemas = sync.OnceValues(func() (map[Type]*jsonschema.Schema, error
 // Checks, in order; the first failure is returned as a *SchemaError (wrapping
 // ErrSchema), except an unknown t (ErrUnknownType):
 //  1. body is valid UTF-8 (encoding/json would silently replace bad bytes);
-//  2. body is exactly one JSON object, nested at most maxBodyDepth deep, with
+//  2. body is exactly one JSON object, nested at most maxBodyDepth deep, no
+//     array over maxBodyItems items, no object over maxBodyMembers members,
+//     at most maxBodyValues values in all,
 //     no duplicate member name in any object (two readers of the same bytes
 //     must not see two different documents), and nothing after it but
-//     whitespace;
+//     whitespace. None of these rejects a body the schema accepts;
+//     they bound the work of the next step;
 //  3. the decoded value validates against the schema of t. If several
 //     locations fail, Field is the deepest of them, ties broken by document
 //     path then schema keyword, so the same body always gets the same error.
 func ValidateBody(t Type, body []byte) error {
 	if !t.Valid() {
-		return fmt.Errorf("%w %q", ErrUnknownType, clip(string(t), 64))
+		return fmt.Errorf("%w %q", ErrUnknownType, truncate(string(t), 64))
 	}
 	schemas, err := compiledSchemas()
 	if err != nil {
@@ -193,8 +214,8 @@ func ValidateBody(t Type, body []byte) error {
 // compilePattern is the regexp engine of the schemas: the standard regexp
 // package, except for patterns that only say "every character is in this
 // class" (^[^...]*$, the text rules applied to every free-text field), which
-// classMatcher matches with one pass over the runes. Same language, but a
-// quarter of the validation time instead of a third.
+// classMatcher matches with one pass over the runes: the same language, and
+// ValidateBody about 25% faster on the examples.
 func compilePattern(pattern string) (jsonschema.Regexp, error) {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
@@ -258,8 +279,9 @@ func inRanges(ranges []rune, r rune) bool {
 // string, json.Number, bool, nil) token by token, so that it can refuse
 // duplicate members and excessive depth, and say where.
 type bodyDecoder struct {
-	dec  *json.Decoder
-	path []string
+	dec    *json.Decoder
+	path   []string
+	values int // decoded so far, the body object included
 }
 
 // decodeBody decodes body per steps 1 and 2 of ValidateBody.
@@ -267,7 +289,7 @@ func decodeBody(body []byte) (any, *SchemaError) {
 	if !utf8.Valid(body) {
 		return nil, &SchemaError{Reason: fmt.Sprintf("invalid UTF-8 at byte offset %d", invalidUTF8Offset(body))}
 	}
-	d := bodyDecoder{dec: json.NewDecoder(bytes.NewReader(body))}
+	d := bodyDecoder{dec: json.NewDecoder(bytes.NewReader(body)), values: 1}
 	d.dec.UseNumber()
 	tok, err := d.dec.Token()
 	switch {
@@ -312,6 +334,9 @@ func (d *bodyDecoder) malformed(err error) *SchemaError {
 
 // value turns tok, the first token of a value at depth, into that value.
 func (d *bodyDecoder) value(tok json.Token, depth int) (any, *SchemaError) {
+	if d.values++; d.values > maxBodyValues {
+		return nil, d.fail(fmt.Sprintf("more than %d values in the body", maxBodyValues))
+	}
 	delim, ok := tok.(json.Delim)
 	if !ok {
 		return tok, nil
@@ -335,6 +360,9 @@ func (d *bodyDecoder) object(depth int) (any, *SchemaError) {
 		}
 		if tok == json.Delim('}') {
 			return obj, nil
+		}
+		if len(obj) == maxBodyMembers {
+			return nil, d.fail(fmt.Sprintf("more than %d members", maxBodyMembers))
 		}
 		key, _ := tok.(string) // json.Decoder yields only strings in key position
 		d.path = append(d.path, key)
@@ -363,6 +391,9 @@ func (d *bodyDecoder) array(depth int) (any, *SchemaError) {
 		}
 		if tok == json.Delim(']') {
 			return arr, nil
+		}
+		if i == maxBodyItems {
+			return nil, d.fail(fmt.Sprintf("more than %d items", maxBodyItems))
 		}
 		d.path = append(d.path, strconv.Itoa(i))
 		v, serr := d.value(tok, depth)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -96,6 +97,9 @@ func TestSchemasBounded(t *testing.T) {
 			if depth := instanceDepth(doc, defs); depth < 2 || depth > maxBodyDepth {
 				t.Errorf("deepest valid body is %d levels, limit %d", depth, maxBodyDepth)
 			}
+			if n := instanceValues(doc, defs); n < 10 || n > maxBodyValues {
+				t.Errorf("largest valid body has %d values, limit %d", n, maxBodyValues)
+			}
 		})
 	}
 }
@@ -112,9 +116,12 @@ func walkSchema(t *testing.T, node map[string]any, at string) {
 			t.Errorf("%s: string without maxLength", at)
 		}
 	case "array":
-		if _, ok := node["maxItems"]; !ok {
-			t.Errorf("%s: array without maxItems", at)
+		if n, ok := node["maxItems"].(float64); !ok || n > maxBodyItems {
+			t.Errorf("%s: array without maxItems, or over maxBodyItems", at)
 		}
+	}
+	if props, ok := node["properties"].(map[string]any); ok && len(props) > maxBodyMembers {
+		t.Errorf("%s: more properties than maxBodyMembers", at)
 	}
 	if props, ok := node["properties"].(map[string]any); ok && node["type"] == "object" {
 		for name, p := range props {
@@ -157,6 +164,23 @@ func instanceDepth(node, defs map[string]any) int {
 		return deepest + 1
 	}
 	return deepest
+}
+
+// instanceValues is the most values an instance of node can hold.
+func instanceValues(node, defs map[string]any) int {
+	if ref, ok := node["$ref"].(string); ok {
+		return instanceValues(defs[strings.TrimPrefix(ref, "#/$defs/")].(map[string]any), defs)
+	}
+	n := 1
+	if props, ok := node["properties"].(map[string]any); ok {
+		for _, p := range props {
+			n += instanceValues(p.(map[string]any), defs)
+		}
+	}
+	if items, ok := node["items"].(map[string]any); ok {
+		n += int(node["maxItems"].(float64)) * instanceValues(items, defs)
+	}
+	return n
 }
 
 // edit returns the example of typ decoded, changed by f, and encoded again.
@@ -361,6 +385,22 @@ func TestValidateBody(t *testing.T) {
 			return []byte(strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000))
 		}, strings.Repeat("/a", maxBodyDepth), "nested deeper than 16 levels"},
 
+		// Bounded work: arrays and objects larger than any schema allows stop the decoder.
+		{"array_of_a_million_items", nmpr, func(*testing.T) []byte {
+			return []byte(`{"minerals":[` + strings.Repeat("1,", 1_000_000) + `1]}`)
+		}, "/minerals", "more than 64 items"},
+		{"object_of_a_million_members", len_, func(*testing.T) []byte {
+			var b strings.Builder
+			b.WriteString(`{"entity":{`)
+			for i := range 1_000_000 {
+				fmt.Fprintf(&b, `"m%d":1,`, i)
+			}
+			b.WriteString(`"z":1}}`)
+			return []byte(b.String())
+		}, "/entity", "more than 64 members"},
+
+		{"too_many_values_under_an_unknown_member", irbp, func(*testing.T) []byte { return manyValues(10) }, "/x/63/61", "more than 4096 values in the body"},
+
 		// Catalogue H-12 (and J-10 for bodies): duplicate member names, also through escapes.
 		{"H-12_duplicate_key_top", irbp, func(*testing.T) []byte {
 			return bytes.Replace(Example(irbp), []byte(`"topic": `), []byte(`"topic": "mitigation", "topic": `), 1)
@@ -449,16 +489,51 @@ func TestValidateBodyDeterministic(t *testing.T) {
 	}
 }
 
-// TestValidateBodyDeepNestingCheap checks that hostile nesting costs the same
-// whatever its depth: decoding stops at maxBodyDepth.
-func TestValidateBodyDeepNestingCheap(t *testing.T) {
-	allocs := func(n int) float64 {
-		body := []byte(`{"title":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`)
-		return testing.AllocsPerRun(5, func() { _ = ValidateBody(NonMarketPracticeReport, body) })
+// manyValues returns a body of more than maxBodyValues values within the
+// bounds of depth, items and members, followed by n more.
+func manyValues(n int) []byte {
+	inner := "[" + strings.Repeat("1,", 62) + "1]"
+	return []byte(`{"x":[` + strings.Repeat(inner+",", 63) + inner + `],"y":[` + strings.Repeat("1,", n) + `1]}`)
+}
+
+// TestValidateBodyHostileShapesCheap checks that hostile shapes cost the
+// same whatever their size: decoding stops at the first level, item or member
+// beyond the bounds (catalogue H-12; DESIGN.md §8 invariant 7).
+func TestValidateBodyHostileShapesCheap(t *testing.T) {
+	tests := []struct {
+		name  string
+		shape func(n int) []byte
+	}{
+		{"nesting", func(n int) []byte {
+			return []byte(`{"title":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`)
+		}},
+		{"items", func(n int) []byte { return []byte(`{"minerals":[` + strings.Repeat("1,", n) + `1]}`) }},
+		{"values", manyValues},
+		{"members", func(n int) []byte {
+			var b strings.Builder
+			b.WriteString(`{"third_economy":{`)
+			for i := range n {
+				fmt.Fprintf(&b, `"m%d":1,`, i)
+			}
+			b.WriteString(`"z":1}}`)
+			return []byte(b.String())
+		}},
 	}
-	small, huge := allocs(100), allocs(1_000_000)
-	if huge > small+50 || huge > 500 {
-		t.Errorf("allocations: %v at depth 100, %v at depth 1 000 000", small, huge)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			allocs := func(n int) float64 {
+				body := tt.shape(n)
+				return testing.AllocsPerRun(3, func() {
+					if !errors.Is(ValidateBody(NonMarketPracticeReport, body), ErrSchema) {
+						t.Fatal("accepted")
+					}
+				})
+			}
+			small, huge := allocs(100), allocs(1_000_000)
+			if huge > small+50 || huge > 8*maxBodyValues {
+				t.Errorf("allocations: %v at size 100, %v at size 1 000 000", small, huge)
+			}
+		})
 	}
 }
 
