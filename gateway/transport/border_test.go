@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,6 +22,7 @@ func TestBorder(t *testing.T) {
 	p := transporttest.StartPair(t)
 	p.EnsureLayout(t)
 
+	t.Run("leaf_bound_to_exchange_account", func(t *testing.T) { testLeafAccount(t, p) })
 	t.Run("flow", func(t *testing.T) { testFlow(t, p) })
 	t.Run("nothing_else_crosses", func(t *testing.T) { testNothingElseCrosses(t, p) })
 	t.Run("N-06_peer_jetstream_api_unreachable", func(t *testing.T) { testPeerAPIUnreachable(t, p) })
@@ -36,6 +38,28 @@ func other(side string) string {
 		return "JP"
 	}
 	return "US"
+}
+
+// testLeafAccount: exactly one leafnode, bound to XCHG on both sides (never
+// the system account), US the spoke.
+func testLeafAccount(t *testing.T, p *transporttest.Pair) {
+	for _, c := range []struct {
+		side  string
+		e     *transport.Embedded
+		spoke bool
+	}{{"US", p.US, true}, {"JP", p.JP, false}} {
+		lz, err := c.e.Server().Leafz(&server.LeafzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lz.Leafs) != 1 {
+			t.Fatalf("%s has %d leafnodes, want 1", c.side, len(lz.Leafs))
+		}
+		l := lz.Leafs[0]
+		if l.Account != transport.AccountExchange || l.IsSpoke != c.spoke {
+			t.Fatalf("%s leafnode = %+v, want account %s, spoke %v", c.side, l, transport.AccountExchange, c.spoke)
+		}
+	}
 }
 
 func testFlow(t *testing.T, p *transporttest.Pair) {

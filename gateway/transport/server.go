@@ -186,7 +186,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	rec := &fatalRecorder{serverLogger: serverLogger{logger}}
-	srv.SetLoggerV2(rec, logger.Enabled(context.Background(), slog.LevelDebug), logger.Enabled(context.Background(), slog.LevelDebug-4), false)
+	// Protocol tracing stays off whatever the level: it logs message payloads.
+	srv.SetLoggerV2(rec, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
 	e := &Embedded{cfg: cfg, srv: srv, log: rec}
 	srv.Start()
 	if err := e.waitReady(); err != nil {

@@ -216,9 +216,11 @@ func HostPort(rawURL string) string {
 	return net.JoinHostPort(h, p)
 }
 
+// debugLogger sends the servers' debug log to stderr when CMX_NATS_DEBUG is
+// set, to diagnose a failing border test.
 func debugLogger(side string) *slog.Logger {
 	if os.Getenv("CMX_NATS_DEBUG") == "" {
 		return nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug - 4})).With("side", side)
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", side)
 }
