@@ -44,7 +44,7 @@ gobench: ## Go micro-benchmarks of the crypto and schema paths
 lint: ## gofmt, go vet, staticcheck
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	@$(GO) vet $(PKGS)
-	@$(GO) run honnef.co/go/tools/cmd/staticcheck@2026.1 $(PKGS)
+	@$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
