@@ -277,7 +277,8 @@ func inRanges(ranges []rune, r rune) bool {
 
 // bodyDecoder builds the value jsonschema validates (map[string]any, []any,
 // string, json.Number, bool, nil) token by token, so that it can refuse
-// duplicate members and excessive depth, and say where.
+// duplicate members and anything over the bounds as soon as it sees them, and
+// say where.
 type bodyDecoder struct {
 	dec    *json.Decoder
 	path   []string
