@@ -67,8 +67,9 @@ func FuzzVerifyReceipt(f *testing.F) {
 	})
 }
 
-// FuzzCheckJSON: whatever the strict checker accepts, encoding/json
-// accepts as one object, and re-checking is stable.
+// FuzzCheckJSON: the strict scanner accepts exactly what the reference
+// implementation on encoding/json's tokenizer accepts, and whatever it
+// accepts, encoding/json reads as one object.
 func FuzzCheckJSON(f *testing.F) {
 	for _, s := range []string{
 		`{}`, `{"a":1}`, `{"a":1,"a":2}`, `{"a":{"b":[1,{"c":null}]}}`, `{"a":"\u0061","\u0061":1}`,
@@ -76,8 +77,15 @@ func FuzzCheckJSON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, tt := range strictCases {
+		f.Add([]byte(tt.in))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if checkJSON(data, maxClaimsDepth, nil) != nil {
+		err := checkJSON(data, 4, nil)
+		if ref := refCheckJSON(data, 4, nil); (err == nil) != (ref == nil) {
+			t.Fatalf("checkJSON = %v, reference = %v on %q", err, ref, data)
+		}
+		if err != nil {
 			return
 		}
 		trimmed := bytes.TrimSpace(data)

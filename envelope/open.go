@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -212,11 +213,12 @@ var claimMembers = members{
 // checkClaims runs step 10: strict decoding, well-formedness, parties, the
 // chain at signing time, and times.
 func (o *Opener) checkClaims(payload []byte, chain []*x509.Certificate, now time.Time, leeway time.Duration) (*Claims, *Error) {
-	var c Claims
-	if err := decodeStrict(payload, maxClaimsDepth, claimMembers, &c); err != nil {
+	c, err := decodeClaims(payload)
+	if err != nil {
 		return nil, claimsInvalid("payload: " + err.Error())
 	}
-	if e := validateClaims(&c); e != nil {
+	// The body was checked strictly as part of the payload, one level deeper.
+	if e := validateClaims(c, false); e != nil {
 		return nil, e
 	}
 	if c.Issuer != o.Peer.Party() {
@@ -231,7 +233,56 @@ func (o *Opener) checkClaims(payload []byte, chain []*x509.Certificate, now time
 	if e := signedWhileValid(o.Peer, chain, now, c.IssuedAt, leeway); e != nil {
 		return nil, e
 	}
-	return &c, checkTimes(c.IssuedAt, c.Expiry, now, leeway, durationOr(o.MaxLifetime, DefaultMaxLifetime))
+	if e := checkTimes(c.IssuedAt, c.Expiry, now, leeway, durationOr(o.MaxLifetime, DefaultMaxLifetime)); e != nil {
+		return nil, e
+	}
+	return c, nil
+}
+
+// decodeClaims decodes a claims payload in one strict pass: each top-level
+// member is decoded on its own, and the body is kept as the exact bytes
+// signed, without another pass of encoding/json over it.
+func decodeClaims(payload []byte) (*Claims, error) {
+	var c Claims
+	err := scanJSON(payload, maxClaimsDepth, claimMembers, func(name string, v []byte) error {
+		switch name {
+		case "body":
+			c.Body = v
+			return nil
+		case "iat":
+			return json.Unmarshal(v, &c.IssuedAt)
+		case "exp":
+			return json.Unmarshal(v, &c.Expiry)
+		}
+		return json.Unmarshal(v, claimString(&c, name))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// claimString returns the string field of c for a string claim name.
+func claimString(c *Claims, name string) any {
+	switch name {
+	case "iss":
+		return &c.Issuer
+	case "aud":
+		return &c.Audience
+	case "jti":
+		return &c.ID
+	case "type":
+		return &c.Type
+	case "schema":
+		return &c.Schema
+	case "sender":
+		return &c.Sender
+	case "recipient":
+		return &c.Recipient
+	case "correlation_id":
+		return &c.CorrelationID
+	}
+	return &c.Marking // "marking": scanJSON admits only claimMembers
 }
 
 // signedWhileValid re-checks the chain at the signing time iat: a token
