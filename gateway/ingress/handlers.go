@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 )
@@ -49,6 +47,9 @@ var routes = []route{
 	{method: http.MethodGet, path: "/healthz", public: true, handle: (*Server).healthz},
 	{method: http.MethodGet, path: "/readyz", public: true, handle: (*Server).readyz},
 }
+
+// settleTimeout bounds the write of an idempotency record's outcome.
+const settleTimeout = 5 * time.Second
 
 // Inbox page sizes.
 const (
@@ -82,16 +83,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.IdemInFlightTimeout)
 	defer cancel()
 	if key == "" {
-		id, err := newID()
-		if err == nil {
-			var body []byte
-			body, err = s.submitOnce(ctx, ag.ID, id, req)
-			if err == nil {
-				writeAccepted(w, id, body, false)
-				return
-			}
+		id := envelope.NewID()
+		body, err := s.submitOnce(ctx, ag.ID, id, req)
+		if err != nil {
+			s.fail(w, r, err)
+			return
 		}
-		s.fail(w, r, err)
+		writeAccepted(w, id, body, false)
 		return
 	}
 	sum := sha256.Sum256(raw)
@@ -105,7 +103,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := s.submitOnce(ctx, ag.ID, c.rec.ID, req)
-	s.settle(ctx, c, body, err)
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(r.Context()), settleTimeout)
+	defer scancel()
+	s.settle(sctx, c, body, err) // with its own deadline: Submit may have used all of ctx's
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -336,24 +336,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // pathID returns the {id} path value if it is a message id.
 func pathID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
-	if !validID(id) {
-		return "", problem(http.StatusBadRequest, CodeInvalidID, "id must be a UUID in canonical lower-case form").withField("id")
+	if !envelope.ValidID(id) {
+		return "", problem(http.StatusBadRequest, CodeInvalidID, "id must be a UUIDv7 in canonical lower-case form").withField("id")
 	}
 	return id, nil
-}
-
-// validID reports whether id is a UUID in canonical form (36 characters,
-// lower-case hex). The version is not checked: ids of the peer are its own.
-func validID(id string) bool {
-	u, err := uuid.Parse(id)
-	return err == nil && len(id) == 36 && u.String() == id
-}
-
-// newID returns a fresh message id (UUIDv7: time-ordered).
-func newID() (string, error) {
-	u, err := uuid.NewV7()
-	if err != nil {
-		return "", err
-	}
-	return u.String(), nil
 }

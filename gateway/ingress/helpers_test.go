@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 )
 
@@ -313,7 +314,7 @@ func wantAccepted(t *testing.T, r reply) string {
 		t.Fatalf("status %d, want 202; body %s", r.status, r.body)
 	}
 	var sr api.SubmitResponse
-	if err := json.Unmarshal(r.body, &sr); err != nil || !validID(sr.ID) || sr.Status != api.StatusAccepted {
+	if err := json.Unmarshal(r.body, &sr); err != nil || !envelope.ValidID(sr.ID) || sr.Status != api.StatusAccepted {
 		t.Fatalf("submit response %s: %v", r.body, err)
 	}
 	if loc := r.header.Get("Location"); loc != "/v1/messages/"+sr.ID {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 )
 
@@ -129,11 +130,8 @@ func idempotencyKey(r *http.Request) (string, error) {
 func (s *Server) claimKey(ctx context.Context, key, sum string) (*claim, error) {
 	for range 3 {
 		now := s.now()
-		id, err := newID()
-		if err != nil {
-			return nil, err
-		}
-		c := &claim{key: key, rec: idemRecord{BodySHA256: sum, ID: id, State: idemInFlight, Created: now, Started: now}}
+		c := &claim{key: key, rec: idemRecord{BodySHA256: sum, ID: envelope.NewID(), State: idemInFlight, Created: now, Started: now}}
+		var err error
 		c.rev, err = s.idem.Create(ctx, key, mustJSON(c.rec))
 		if err == nil {
 			return c, nil

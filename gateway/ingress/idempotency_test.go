@@ -96,6 +96,14 @@ func TestIdempotency(t *testing.T) {
 			t.Fatal("two agencies' keys collided")
 		}
 	})
+}
+
+// TestIdempotencyRecovery covers retries after a crash or a failed Submit:
+// they keep the message id, so the outbox holds one entry.
+func TestIdempotencyRecovery(t *testing.T) {
+	const nmp = `{"type":"non_market_practice_report","to":"JP","body":{"country":"X"}}`
+	e := newEnv(t, envOption{})
+
 	t.Run("H-11_in_flight_takeover_after_timeout", func(t *testing.T) {
 		// A gateway crashed between claiming the key and settling it.
 		const crashedID = "01890000-0000-7000-8000-00000000c4a5"

@@ -19,7 +19,9 @@ import (
 // Backend is what the HTTP edge needs from the gateway; the gateway root
 // implements it. agency is the authenticated agency's ID; ctx also carries
 // the whole Agency (AgencyFrom), e.g. for Admin visibility. Errors should be
-// *api.Error: their Kind chooses the status, their Code the problem type.
+// *api.Error: their Kind chooses the status, their Code the problem type;
+// Detail and Field are shown to the client except for KindInternal, whose
+// errors (like any other error) are logged and answered "internal error".
 type Backend interface {
 	// Submit seals and publishes a message with the id chosen here and returns
 	// only after it is durable (PubAck). The same id may come again (retry or

@@ -195,7 +195,7 @@ func TestReads(t *testing.T) {
 	if r := e.do(t, http.MethodGet, "/v1/messages/"+id, tokOps, ""); r.status != 200 {
 		t.Fatalf("admin GET: %d", r.status)
 	}
-	for _, bad := range []string{"x", strings.ToUpper(id), "%0d%0aX-Injected:1", id + "0"} {
+	for _, bad := range []string{"x", "550e8400-e29b-41d4-a716-446655440000", strings.ToUpper(id), "%0d%0aX-Injected:1", id + "0"} {
 		r := e.do(t, http.MethodGet, "/v1/messages/"+bad, tokDOL, "")
 		wantProblem(t, r, 400, CodeInvalidID)
 		if strings.Contains(string(r.body), "Injected:1") && !strings.Contains(string(r.body), "%0d%0a") {
