@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/envelope"
@@ -33,11 +35,16 @@ func (n *Node) ingress() (*ingress.Server, error) {
 	return ingress.New(ingress.Config{
 		Party: n.cfg.Party, Agencies: agencies, MaxBodyBytes: n.cfg.Limits.MaxBodyBytes,
 		RatePerSecond: n.cfg.Limits.RatePerSecond, Burst: n.cfg.Limits.Burst, Logger: n.logger, Now: n.now,
-	}, backend{n}, ingress.KVIdem{KV: idemKV})
+	}, backend{n}, ingress.KVIdem{KV: idemKV}, ingress.WithExtraHandler("GET /metrics", n.tel.Metrics))
 }
 
 func (b backend) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {
-	return b.n.sender.Submit(ctx, agency, id, req, nats.Header{})
+	start := time.Now()
+	resp, err := b.n.sender.Submit(ctx, agency, id, req)
+	if err == nil {
+		b.n.metrics.ingress.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(req.Type)))
+	}
+	return resp, err
 }
 
 func notFound() error {
@@ -162,6 +169,8 @@ func (b backend) AckInbox(ctx context.Context, agency, id string) error {
 	if err != nil {
 		return unavailable(err)
 	}
+	// The delivered receipt continues the message's trace, not the ack request's.
+	ctx = b.n.tel.Propagator.Extract(ctx, propagation.MapCarrier{"traceparent": rec.Traceparent})
 	now := b.n.now()
 	r := &envelope.Receipt{Msg: id, Status: envelope.StatusDelivered, EnvSHA256: rec.EnvSHA256, MsgSHA256: rec.MsgSHA256,
 		Recipient: d.Recipient, DeliveredAt: now.Unix()}

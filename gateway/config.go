@@ -65,6 +65,10 @@ type PeerConfig struct {
 	Party      string `yaml:"party,omitempty"`      // e.g. "JP"; required
 	Trust      string `yaml:"trust,omitempty"`      // PEM file of the peer's pinned roots; required
 	Encryption string `yaml:"encryption,omitempty"` // PEM file of the peer's current encryption certificate chain; required
+	// TraceContext says whether W3C trace context crosses the border with
+	// this peer: "propagate" ("" means propagate) or "stop". With "stop" the
+	// peer's spans are found by message id, and ours link to nothing foreign.
+	TraceContext string `yaml:"trace_context,omitempty"`
 }
 
 // AgencyConfig is one of our agencies.
@@ -162,6 +166,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !partyRe.MatchString(c.Party) {
 		bad("party: %q is not a two-letter party code", c.Party)
+	}
+	if tc := c.Peer.TraceContext; tc != "" && tc != "propagate" && tc != "stop" {
+		bad("peer.trace_context: %q must be propagate or stop", tc)
 	}
 	if !partyRe.MatchString(c.Peer.Party) || c.Peer.Party == c.Party {
 		bad("peer.party: %q must be a two-letter party code other than ours", c.Peer.Party)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/delivery"
@@ -18,9 +19,16 @@ type deliverer struct {
 	dir     *directory
 	webhook *delivery.Webhook
 	inbox   *delivery.Inbox
+	metrics *instruments
 }
 
 func (d *deliverer) Deliver(ctx context.Context, agency string, m *api.Delivery, hdr nats.Header) inbound.Outcome {
+	out := d.deliver(ctx, agency, m, hdr)
+	d.metrics.webhooks.Add(ctx, 1, metric.WithAttributes(attrAgency.String(agency), attrOutcome.String(outcomeOf(out.Pull, out.Err, out.Permanent))))
+	return out
+}
+
+func (d *deliverer) deliver(ctx context.Context, agency string, m *api.Delivery, hdr nats.Header) inbound.Outcome {
 	a, ok := d.dir.agencies[agency]
 	if !ok {
 		return inbound.Outcome{Err: errors.New("gateway: unknown agency " + agency), Permanent: true}
@@ -31,13 +39,8 @@ func (d *deliverer) Deliver(ctx context.Context, agency string, m *api.Delivery,
 		}
 		return inbound.Outcome{Pull: true}
 	}
-	h := http.Header{}
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := hdr.Get(k); v != "" {
-			h.Set(k, v)
-		}
-	}
-	err := d.webhook.Deliver(ctx, a.Webhook, m, h)
+	// The otelhttp transport injects the CLIENT span's traceparent.
+	err := d.webhook.Deliver(ctx, a.Webhook, m, http.Header{})
 	if err == nil {
 		return inbound.Outcome{}
 	}

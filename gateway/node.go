@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cmx-exchange/cmx/envelope"
@@ -21,6 +22,7 @@ import (
 	"github.com/cmx-exchange/cmx/gateway/ledger"
 	"github.com/cmx-exchange/cmx/gateway/outbound"
 	"github.com/cmx-exchange/cmx/gateway/receipts"
+	"github.com/cmx-exchange/cmx/gateway/telemetry"
 	"github.com/cmx-exchange/cmx/gateway/transport"
 )
 
@@ -50,6 +52,10 @@ type Node struct {
 	inbox     *delivery.Inbox
 	dir       *directory
 	statusKV  jetstream.KeyValue
+
+	tel     *telemetry.Providers
+	ownTel  bool // created by New: shut down by Run
+	metrics *instruments
 }
 
 // Option configures optional behaviour of New.
@@ -57,6 +63,12 @@ type Option func(*Node) error
 
 // WithLogger sets the logger (default: JSON to stderr at the configured level).
 func WithLogger(l *slog.Logger) Option { return func(n *Node) error { n.logger = l; return nil } }
+
+// WithTelemetry sets the tracer and meter providers (default: built from
+// the OTEL_* environment with service.name cmxd-<party>).
+func WithTelemetry(p *telemetry.Providers) Option {
+	return func(n *Node) error { n.tel = p; return nil }
+}
 
 // WithClock sets the clock (tests).
 func WithClock(now func() time.Time) Option { return func(n *Node) error { n.now = now; return nil } }
@@ -75,6 +87,18 @@ func New(cfg *Config, opts ...Option) (*Node, error) {
 	if n.logger == nil {
 		n.logger = NewLogger(cfg.Log, nil)
 	}
+	if n.tel == nil {
+		tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "cmxd-" + strings.ToLower(cfg.Party)})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: telemetry: %w", err)
+		}
+		n.tel, n.ownTel = tel, true
+	}
+	in, err := newInstruments(n.tel.Meter)
+	if err != nil {
+		return nil, err
+	}
+	n.metrics = in
 	k, err := loadKeys(cfg, n.now())
 	if err != nil {
 		return nil, err
@@ -123,6 +147,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	defer n.stopNATS()
+	if n.ownTel {
+		defer func() { _ = n.tel.Shutdown(context.WithoutCancel(ctx)) }()
+	}
 	n.mu.Lock()
 	n.natsURL, n.natsUser, n.natsPass = url, user, pass
 	n.mu.Unlock()
@@ -208,10 +235,11 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 	}
 	n.js, n.statusKV = js, kv[transport.BucketStatus]
 	n.sent, n.seen, n.rcpts = ledger.Sent(kv[transport.BucketStatus]), ledger.Seen(kv[transport.BucketSeen]), ledger.NewReceipts(kv[transport.BucketReceipts])
+	n.sent.OnEvent, n.seen.OnEvent = n.metrics.onEvent, n.metrics.onEvent
 	n.inbox = delivery.NewInbox(kv[transport.BucketInbox])
 	n.sender, err = outbound.NewSender(outbound.SenderConfig{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, PeerEncryption: n.keys.peerEncryption,
-		OutageBudget: n.cfg.budget(), Now: n.now, Logger: n.logger,
+		OutageBudget: n.cfg.budget(), Now: n.now, Logger: n.logger, Tracing: n.tracing("outbound"),
 	}, js, n.sent)
 	if err != nil {
 		return err
@@ -221,14 +249,17 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 		return err
 	}
 	n.forwarder = outbound.NewForwarder(outbound.ForwarderConfig{
-		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger,
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("outbound"),
 		OnRelayed: func(ctx context.Context, id string, _ nats.Header) {
 			if err := outbound.MarkRelayed(ctx, n.sent, id, n.now()); err != nil {
 				n.logger.WarnContext(ctx, "relayed status not recorded", slog.String("msg_id", id), slog.Any("err", err))
 			}
 		},
 	}, js, bjs, n.sent)
-	n.issuer = receipts.NewIssuer(receipts.IssuerConfig{Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, Now: n.now, Logger: n.logger}, js, n.rcpts)
+	if err := n.observeLink(n.tel.Meter); err != nil {
+		return err
+	}
+	n.issuer = receipts.NewIssuer(receipts.IssuerConfig{Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, Now: n.now, Logger: n.logger, Tracing: n.tracing("receipts")}, js, n.rcpts)
 	return nil
 }
 
@@ -240,12 +271,13 @@ func (n *Node) processor() *inbound.Processor {
 	}
 	acceptor := receipts.NewAcceptor(receipts.AcceptorConfig{
 		Verifier: &envelope.ReceiptVerifier{Self: n.cfg.Party, Peer: n.keys.peerTrust},
-		Now:      n.now, Logger: n.logger,
+		Now:      n.now, Logger: n.logger, Tracing: n.tracing("receipts"),
 	}, n.sent, n.rcpts)
-	webhook := delivery.NewWebhook(delivery.WebhookConfig{Logger: n.logger})
-	d := &deliverer{dir: n.dir, webhook: webhook, inbox: n.inbox}
+	webhook := delivery.NewWebhook(delivery.WebhookConfig{Logger: n.logger, Transport: otelhttp.NewTransport(delivery.NewTransport(nil),
+		otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter), otelhttp.WithPropagators(n.tel.Propagator))})
+	d := &deliverer{dir: n.dir, webhook: webhook, inbox: n.inbox, metrics: n.metrics}
 	return inbound.New(inbound.Config{
-		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger,
+		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("inbound"),
 		ReceiptPermanent: func(err error, attempt uint64) bool {
 			return errors.Is(err, receipts.ErrInvalid) || errors.Is(err, receipts.ErrMismatch) ||
 				(errors.Is(err, receipts.ErrUnknownMessage) && attempt >= 5)
@@ -301,6 +333,11 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	_ = nc.Flush()
 	n.logger.Info("gateway stopped", slog.String("party", n.cfg.Party))
 	return runErr
+}
+
+// tracing returns the Tracing of one stage, named after its import path.
+func (n *Node) tracing(stage string) transport.Tracing {
+	return transport.NewTracing(n.tel.Tracer, n.tel.Propagator, "github.com/cmx-exchange/cmx/gateway/"+stage, n.cfg.Peer.TraceContext != "stop")
 }
 
 func (n *Node) listen() string {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
@@ -27,6 +29,20 @@ type item struct {
 	digest string // env_sha256
 	opened *envelope.Opened
 	hdr    nats.Header
+	span   trace.Span // the "process" span
+}
+
+// open opens the envelope inside an "open" span.
+func (p *Processor) open(ctx context.Context, it *item) (*envelope.Opened, error) {
+	_, span := p.cfg.Tracing.Tracer.Start(ctx, "open")
+	defer span.End()
+	opened, err := p.opener.Open(it.env, p.cfg.Now())
+	if err != nil {
+		span.SetStatus(codes.Error, string(envelope.ReasonOf(err)))
+		return nil, err
+	}
+	span.SetAttributes(transport.AttrMessageType.String(string(opened.Claims.Type)))
+	return opened, nil
 }
 
 func (p *Processor) newItem(m jetstream.Msg) *item {
@@ -41,7 +57,10 @@ func (p *Processor) newItem(m jetstream.Msg) *item {
 // handleMsg runs one inbound message through the pipeline.
 func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	it := p.newItem(m)
-	opened, err := p.opener.Open(it.env, p.cfg.Now())
+	ctx, span := p.cfg.Tracing.StartProcess(ctx, it.hdr, m.Subject(), it.id, true)
+	defer span.End()
+	it.span = span
+	opened, err := p.open(ctx, it)
 	if err != nil {
 		if envelope.IsTransient(err) {
 			p.cfg.Logger.WarnContext(ctx, "inbound message not yet valid; holding it", slog.String("msg_id", it.id), slog.Any("err", err))
@@ -84,7 +103,7 @@ func (p *Processor) claim(ctx context.Context, it *item) (*ledger.Record, bool, 
 		ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
 		Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry, JWS: string(it.opened.Inner),
-		TraceID: traceID(it.hdr), Timeline: []api.Event{},
+		TraceID: it.span.SpanContext().TraceID().String(), Traceparent: traceparent(it.span), Timeline: []api.Event{},
 	}
 	got, err := p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
 	if errors.Is(err, ledger.ErrExists) {
@@ -187,6 +206,9 @@ func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, st
 
 // reject issues the signed rejected receipt and settles the message.
 func (p *Processor) reject(ctx context.Context, it *item, reason envelope.Reason, detail string) {
+	if it.span != nil {
+		it.span.SetAttributes(transport.AttrStatus.String(string(envelope.StatusRejected)), transport.AttrReason.String(string(reason)))
+	}
 	if p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusRejected, Reason: reason}, api.StatusRejected, string(reason)) {
 		p.cfg.Logger.WarnContext(ctx, "message rejected", slog.String("msg_id", it.id),
 			slog.String("reason", string(reason)), slog.String("detail", detail))
@@ -205,7 +227,7 @@ func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelop
 	}
 	defer p.lock(it.id)()
 	rec := &ledger.Record{ID: it.id, Direction: api.Inbound, From: p.cfg.Peer, To: p.cfg.Party,
-		Seq: it.seq, EnvSHA256: it.digest, TraceID: traceID(it.hdr), Timeline: []api.Event{}}
+		Seq: it.seq, EnvSHA256: it.digest, TraceID: it.span.SpanContext().TraceID().String(), Timeline: []api.Event{}}
 	got, err := p.seen.Create(ctx, ledger.SeenKey(p.cfg.Peer, it.id), rec)
 	switch {
 	case errors.Is(err, ledger.ErrExists) && got.EnvSHA256 != it.digest:
@@ -262,10 +284,11 @@ func (p *Processor) nak(it *item, retryAfter time.Duration) {
 	_ = it.m.NakWithDelay(Backoff(it.tries, retryAfter))
 }
 
-func traceID(hdr nats.Header) string {
-	tp := hdr.Get("traceparent")
-	if len(tp) == 55 && tp[2] == '-' {
-		return tp[3:35]
+// traceparent renders a span's context as a W3C traceparent header value.
+func traceparent(span trace.Span) string {
+	sc := span.SpanContext()
+	if !sc.IsValid() {
+		return ""
 	}
-	return ""
+	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cmx-exchange/cmx/envelope"
@@ -69,6 +70,7 @@ type Config struct {
 	ReceiptPermanent func(err error, attempt uint64) bool
 	Now              func() time.Time
 	Logger           *slog.Logger
+	Tracing          transport.Tracing // zero means no tracing; Border decides if the peer\'s context is continued
 }
 
 // Processor consumes CMX_IN.
@@ -95,6 +97,7 @@ func New(cfg Config, js jetstream.JetStream, seen *ledger.Store, o Opener, i Iss
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Tracing = cfg.Tracing.OrNoop()
 	if cfg.ReceiptPermanent == nil {
 		cfg.ReceiptPermanent = func(error, uint64) bool { return false }
 	}
@@ -188,6 +191,8 @@ func (p *Processor) safely(ctx context.Context, m jetstream.Msg, handle func(con
 
 // handleRcpt accepts one peer receipt.
 func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
+	ctx, span := p.cfg.Tracing.StartProcess(ctx, m.Headers(), m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), true)
+	defer span.End()
 	meta, _ := m.Metadata()
 	attempt := uint64(1)
 	if meta != nil {
@@ -199,6 +204,7 @@ func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
 		p.cfg.Logger.InfoContext(ctx, "receipt accepted", slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
 		_ = m.Ack()
 	case p.cfg.ReceiptPermanent(err, attempt):
+		span.SetStatus(codes.Error, "receipt refused")
 		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt refused", slog.Any("err", err))
 		_ = m.Term()
 	default:

@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/gateway/api"
 )
 
 var (
@@ -24,6 +26,9 @@ const maxCASRetries = 16
 type Store struct {
 	kv     jetstream.KeyValue
 	prefix string
+	// OnEvent, if set, is called once for every event that a successful
+	// write added to a record (metrics hook). Set it before use.
+	OnEvent func(ctx context.Context, r *Record, e api.Event)
 }
 
 // Sent returns the store of outbound records (bucket cmx_status).
@@ -48,6 +53,7 @@ func (s *Store) Create(ctx context.Context, id string, r *Record) (*Record, erro
 	}
 	_, err = s.kv.Create(ctx, s.key(id), b)
 	if err == nil {
+		s.notify(ctx, r, nil)
 		return r, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -85,6 +91,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*
 		if err != nil {
 			return nil, err
 		}
+		before := statuses(r)
 		if !fn(r) {
 			return r, nil
 		}
@@ -94,6 +101,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*
 		}
 		_, err = s.kv.Update(ctx, s.key(id), b, rev)
 		if err == nil {
+			s.notify(ctx, r, before)
 			return r, nil
 		}
 		if !isWrongRevision(err) {
@@ -101,6 +109,26 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*
 		}
 	}
 	return nil, fmt.Errorf("ledger: update %s: too much contention", id)
+}
+
+func statuses(r *Record) map[string]bool {
+	m := make(map[string]bool, len(r.Timeline))
+	for _, e := range r.Timeline {
+		m[e.Status] = true
+	}
+	return m
+}
+
+// notify reports the events of r that were not in before.
+func (s *Store) notify(ctx context.Context, r *Record, before map[string]bool) {
+	if s.OnEvent == nil {
+		return
+	}
+	for _, e := range r.Timeline {
+		if !before[e.Status] {
+			s.OnEvent(ctx, r, e)
+		}
+	}
 }
 
 func isWrongRevision(err error) bool {

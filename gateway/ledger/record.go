@@ -23,6 +23,7 @@ type Record struct {
 	MsgSHA256     string `json:"msg_sha256,omitempty"`
 	Expiry        int64  `json:"exp,omitempty"`
 	TraceID       string `json:"trace_id,omitempty"`
+	Traceparent   string `json:"traceparent,omitempty"` // our span that stored the envelope: receipts continue from it
 	// JWS is the inner signed message (compact), kept as evidence: the
 	// envelope alone cannot show it to our auditors, as it is encrypted to
 	// the peer.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
@@ -25,6 +27,7 @@ type ForwarderConfig struct {
 	Durable     string        // consumer name; "" means "forward"
 	Now         func() time.Time
 	Logger      *slog.Logger
+	Tracing     transport.Tracing // zero means no tracing; Border decides if context crosses
 	// OnRelayed, if set, is called for each message (not receipt) the peer
 	// acknowledged, after the outbox ack; hdr is the outbox message's header.
 	OnRelayed func(ctx context.Context, id string, hdr nats.Header)
@@ -59,6 +62,7 @@ func NewForwarder(cfg ForwarderConfig, local, border jetstream.JetStream, sent *
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Tracing = cfg.Tracing.OrNoop()
 	return &Forwarder{cfg: cfg, local: local, border: border, sent: sent}
 }
 
@@ -167,6 +171,14 @@ func retryDelay(failures int) time.Duration {
 func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	termed := make([]bool, len(msgs))
+	spans := make([]trace.Span, len(msgs))
+	defer func() {
+		for _, sp := range spans {
+			if sp != nil {
+				sp.End()
+			}
+		}
+	}()
 	for i, m := range msgs {
 		out, err := f.peerMsg(m)
 		if err != nil {
@@ -177,8 +189,11 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 			termed[i] = true
 			continue
 		}
+		id := out.Header.Get(jetstream.MsgIDHeader)
+		_, spans[i] = f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, m.Headers()), out.Header, out.Subject, id, true)
 		futures[i], err = f.border.PublishMsgAsync(out, jetstream.WithExpectStream(transport.StreamIn))
 		if err != nil {
+			spans[i].SetStatus(codes.Error, "publish to the peer failed")
 			futures[i] = nil
 		}
 	}
@@ -195,6 +210,7 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 			continue
 		}
 		if !f.settle(ctx, msgs[i], fut, timeout.C) {
+			spans[i].SetStatus(codes.Error, "no PubAck from the peer")
 			allOK = false
 		}
 	}

@@ -182,11 +182,8 @@ func (f *Forwarder) Resend(ctx context.Context, seq uint64, id string, n int) er
 	m := nats.NewMsg(out)
 	m.Data = raw.Data
 	m.Header.Set(jetstream.MsgIDHeader, id+".resend."+strconv.Itoa(n))
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := raw.Header.Get(k); v != "" {
-			m.Header[k] = []string{v}
-		}
-	}
+	ctx, span := f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, raw.Header), m.Header, m.Subject, id, true)
+	defer span.End()
 	_, err = f.border.PublishMsg(ctx, m, jetstream.WithExpectStream(transport.StreamIn))
 	return err
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/envelope"
@@ -29,6 +31,7 @@ type SenderConfig struct {
 	OutageBudget   time.Duration     // 0 means 7 days; sets exp = iat + budget
 	Now            func() time.Time  // nil means time.Now
 	Logger         *slog.Logger      // nil discards
+	Tracing        transport.Tracing // zero means no tracing
 }
 
 // Sender seals submissions and publishes them durably to the outbox.
@@ -62,6 +65,7 @@ func NewSender(cfg SenderConfig, js jetstream.JetStream, sent *ledger.Store) (*S
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Tracing = cfg.Tracing.OrNoop()
 	return &Sender{cfg: cfg, js: js, sent: sent}, nil
 }
 
@@ -122,31 +126,30 @@ func schemaError(err error) error {
 
 // Submit seals the submission under the pre-assigned id and publishes it. It
 // returns after the outbox PubAck and the ledger record are both durable.
-// hdr carries trace context to propagate (may be nil).
-func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest, hdr nats.Header) (*api.SubmitResponse, error) {
+func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {
 	now := s.cfg.Now()
 	c, err := s.claims(agency, id, req, now)
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := envelope.Seal(c, s.cfg.Signer, s.cfg.PeerEncryption)
+	sealed, err := s.seal(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("outbound: seal %s: %w", id, err)
+		return nil, err
 	}
 	msg := nats.NewMsg(transport.OutMsgSubject(strings.ToLower(s.cfg.Peer), req.Type))
 	msg.Data = sealed.Envelope
-	for k, v := range hdr {
-		msg.Header[k] = v
-	}
+	ctx, span := s.cfg.Tracing.StartSend(ctx, msg.Header, msg.Subject, id, false, transport.AttrMessageType.String(req.Type))
+	defer span.End()
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
 	if err != nil {
+		span.SetStatus(codes.Error, "outbox publish failed")
 		return nil, unavailable("outbox publish", err)
 	}
 	rec := &ledger.Record{
 		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
 		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry, JWS: string(sealed.Inner),
-		TraceID:  traceID(hdr),
+		TraceID: span.SpanContext().TraceID().String(), Traceparent: msg.Header.Get("traceparent"),
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}
 	if _, err := s.sent.Create(ctx, id, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
@@ -158,15 +161,17 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 	return &api.SubmitResponse{ID: id, Status: api.StatusAccepted}, nil
 }
 
-func unavailable(what string, err error) error {
-	return &api.Error{Kind: api.KindUnavailable, Code: "unavailable", Detail: what + " failed; retry with the same Idempotency-Key", Err: err}
+func (s *Sender) seal(ctx context.Context, c *envelope.Claims) (*envelope.Sealed, error) {
+	_, span := s.cfg.Tracing.Tracer.Start(ctx, "seal", trace.WithAttributes(transport.AttrMessageType.String(string(c.Type))))
+	defer span.End()
+	sealed, err := envelope.Seal(c, s.cfg.Signer, s.cfg.PeerEncryption)
+	if err != nil {
+		span.SetStatus(codes.Error, "seal failed")
+		return nil, fmt.Errorf("outbound: seal %s: %w", c.ID, err)
+	}
+	return sealed, nil
 }
 
-// traceID extracts the trace id from a W3C traceparent header, if any.
-func traceID(hdr nats.Header) string {
-	tp := hdr.Get("traceparent")
-	if len(tp) == 55 && tp[2] == '-' {
-		return tp[3:35]
-	}
-	return ""
+func unavailable(what string, err error) error {
+	return &api.Error{Kind: api.KindUnavailable, Code: "unavailable", Detail: what + " failed; retry with the same Idempotency-Key", Err: err}
 }

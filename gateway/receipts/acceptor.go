@@ -7,9 +7,13 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
 )
 
 var (
@@ -29,6 +33,7 @@ type AcceptorConfig struct {
 	Verifier *envelope.ReceiptVerifier // pinned to the peer's roots, Self = our party; required
 	Now      func() time.Time
 	Logger   *slog.Logger
+	Tracing  transport.Tracing // zero means no tracing
 }
 
 // Acceptor verifies, matches and records the peer's receipts.
@@ -46,6 +51,7 @@ func NewAcceptor(cfg AcceptorConfig, sent *ledger.Store, store *ledger.Receipts)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Tracing = cfg.Tracing.OrNoop()
 	return &Acceptor{cfg: cfg, sent: sent, store: store}
 }
 
@@ -53,10 +59,14 @@ func NewAcceptor(cfg AcceptorConfig, sent *ledger.Store, store *ledger.Receipts)
 // error wrapping ErrInvalid, ErrUnknownMessage or ErrMismatch, or a transient
 // storage error.
 func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.VerifiedReceipt, error) {
+	ctx, span := a.cfg.Tracing.Tracer.Start(ctx, "receipt verify")
+	defer span.End()
 	vr, err := a.cfg.Verifier.Verify(token, a.cfg.Now())
 	if err != nil {
+		span.SetStatus(codes.Error, string(envelope.ReasonOf(err)))
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	span.SetAttributes(semconv.MessagingMessageID(vr.Msg), transport.AttrStatus.String(string(vr.Status)))
 	rec, _, err := a.sent.Get(ctx, vr.Msg)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return vr, fmt.Errorf("%w: %s", ErrUnknownMessage, vr.Msg)

@@ -9,6 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/envelope"
@@ -22,6 +25,7 @@ type IssuerConfig struct {
 	Signer      *certs.Identity // our signing identity; required
 	Now         func() time.Time
 	Logger      *slog.Logger
+	Tracing     transport.Tracing // zero means no tracing
 }
 
 // Issuer signs, stores and sends our receipts.
@@ -39,6 +43,7 @@ func NewIssuer(cfg IssuerConfig, js jetstream.JetStream, store *ledger.Receipts)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Tracing = cfg.Tracing.OrNoop()
 	return &Issuer{cfg: cfg, js: js, store: store}
 }
 
@@ -67,6 +72,9 @@ func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envel
 	if r.IssuedAt == 0 {
 		r.IssuedAt = i.cfg.Now().Unix()
 	}
+	ctx, span := i.cfg.Tracing.Tracer.Start(ctx, "receipt issue", trace.WithAttributes(
+		transport.AttrStatus.String(string(r.Status)), transport.AttrReason.String(string(r.Reason)), semconv.MessagingMessageID(r.Msg)))
+	defer span.End()
 	if existing, err := i.store.Get(ctx, role, key, string(r.Status)); err == nil {
 		return existing, i.publish(ctx, existing, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
 	}
@@ -98,15 +106,13 @@ func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, hdr nats.Hea
 	return len(all), nil
 }
 
-func (i *Issuer) publish(ctx context.Context, token []byte, msgID string, hdr nats.Header) error {
+func (i *Issuer) publish(ctx context.Context, token []byte, msgID string, _ nats.Header) error {
 	m := nats.NewMsg(transport.OutRcptSubject(strings.ToLower(i.cfg.Peer)))
 	m.Data = token
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := hdr.Get(k); v != "" {
-			m.Header[k] = []string{v}
-		}
-	}
+	ctx, span := i.cfg.Tracing.StartSend(ctx, m.Header, m.Subject, msgID, false)
+	defer span.End()
 	if _, err := i.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(transport.StreamOut)); err != nil {
+		span.SetStatus(codes.Error, "outbox publish failed")
 		return fmt.Errorf("receipts: publish %s: %w", msgID, err)
 	}
 	return nil
