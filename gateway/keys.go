@@ -157,3 +157,26 @@ func (c *Config) budget() time.Duration {
 	}
 	return c.OutageBudget
 }
+
+// leafTLSFor returns the leafnode TLS config that also checks the peer's
+// certificate against the cmx profile: the right role (a client certificate
+// when we accept, a server certificate when we solicit) and the peer's party
+// URI — not just "issued by the peer's root".
+func (k *keys) leafTLSFor(peerRole certs.Role, now func() time.Time) *tls.Config {
+	c := k.leafTLS.Clone()
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, pc := range cs.PeerCertificates {
+			raw[i] = pc.Raw
+		}
+		chain, err := k.peerTrust.VerifyRaw(raw, certs.VerifyOptions{Role: peerRole, Now: now()})
+		if err != nil {
+			return err
+		}
+		if _, agency, err := certs.PartyOf(chain[0]); err != nil || agency != "" {
+			return fmt.Errorf("gateway: leafnode peer must present its gateway certificate, not an agency's")
+		}
+		return nil
+	}
+	return c
+}

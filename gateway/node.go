@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/delivery"
 	"github.com/cmx-exchange/cmx/gateway/inbound"
@@ -180,10 +181,10 @@ func (n *Node) startNATS() (url, user, pass string, err error) {
 		GatewayUser: "gw", GatewayPassword: pass, MaxStore: e.MaxStore, Logger: n.logger.With("component", "nats"),
 	}
 	if e.LeafListen != "" {
-		ec.LeafListen, ec.LeafTLS, ec.PeerLeafUser, ec.PeerLeafPassword = e.LeafListen, n.keys.leafTLS, e.PeerUser, e.PeerPassword
+		ec.LeafListen, ec.LeafTLS, ec.PeerLeafUser, ec.PeerLeafPassword = e.LeafListen, n.keys.leafTLSFor(certs.RoleTLSClient, n.now), e.PeerUser, e.PeerPassword
 	}
 	if e.LeafRemote != "" {
-		ec.LeafRemote, ec.LeafRemoteTLS, ec.LeafRemoteUser, ec.LeafRemotePassword = e.LeafRemote, n.keys.leafTLS, e.RemoteUser, e.RemotePass
+		ec.LeafRemote, ec.LeafRemoteTLS, ec.LeafRemoteUser, ec.LeafRemotePassword = e.LeafRemote, n.keys.leafTLSFor(certs.RoleTLSServer, n.now), e.RemoteUser, e.RemotePass
 	}
 	emb, err := transport.StartEmbedded(ec)
 	if err != nil {
