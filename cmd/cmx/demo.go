@@ -112,7 +112,11 @@ func demoExchange(ctx context.Context, p *pair.Pair, out *demoOut, timeout time.
 		if r.err != nil {
 			status = "FAILED: " + r.err.Error()
 		}
-		out.step("receipt  %s %s → %s %s: %s", r.sent.ID, r.sent.From, r.sent.To, r.sent.Type, status)
+		trace := ""
+		if r.msg != nil && r.msg.TraceID != "" {
+			trace = "  trace " + r.msg.TraceID
+		}
+		out.step("receipt  %s %s → %s %s: %s%s", r.sent.ID, r.sent.From, r.sent.To, r.sent.Type, status, trace)
 	}
 	return results, nil
 }
