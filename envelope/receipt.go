@@ -39,10 +39,25 @@ func (r Reason) Valid() bool {
 	case ReasonMalformed, ReasonTooLarge, ReasonDecryptFailed, ReasonSignatureInvalid,
 		ReasonUntrustedSigner, ReasonClaimsInvalid, ReasonSchemaInvalid, ReasonExpired,
 		ReasonNotYetValid, ReasonUnknownRecipient, ReasonDuplicateConflict,
-		ReasonPolicyDenied, ReasonRoutingMismatch:
+		ReasonPolicyDenied, ReasonRoutingMismatch, ReasonDeliveryFailed:
 		return true
 	}
 	return false
+}
+
+// wellFormed reports whether r has the form of a reason code. A verifier
+// accepts any well-formed code, so a peer on a newer version can add codes
+// without its receipts turning invalid; an issuer uses only known ones.
+func (r Reason) wellFormed() bool {
+	if len(r) == 0 || len(r) > 48 {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		if c := r[i]; (c < 'a' || c > 'z') && (c != '_' || i == 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // ReceiptID is the deterministic receipt id "<msg>.<status>": one receipt per
@@ -61,6 +76,9 @@ func IssueReceipt(r *Receipt, signer *certs.Identity) ([]byte, error) {
 	}
 	if e := validateReceipt(r); e != nil {
 		return nil, e
+	}
+	if r.Reason != "" && !r.Reason.Valid() {
+		return nil, claimsInvalid("unknown reason code")
 	}
 	if signer.Party != "" && signer.Party != r.Issuer {
 		return nil, claimsInvalid("iss is not the signer's party")
@@ -88,7 +106,7 @@ func validateReceipt(r *Receipt) *Error {
 	p.check(r.Status.Valid(), "unknown status")
 	rejected, delivered := r.Status == StatusRejected, r.Status == StatusDelivered
 	p.check(rejected == (r.Reason != ""), "reason must be set iff rejected")
-	p.check(r.Reason == "" || r.Reason.Valid(), "unknown reason")
+	p.check(r.Reason == "" || r.Reason.wellFormed(), "reason is not a reason code")
 	p.check(delivered == (r.Recipient != ""), "recipient must be set iff delivered")
 	p.check(delivered == (r.DeliveredAt != 0), "delivered_at must be set iff delivered")
 	p.check(r.Recipient == "" || validAgencyOf(r.Recipient, r.Issuer), "recipient is not an agency of iss")
