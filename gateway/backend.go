@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/certs"
 	"github.com/cmx-exchange/cmx/envelope"
@@ -35,7 +38,17 @@ func (n *Node) ingress() (*ingress.Server, error) {
 	return ingress.New(ingress.Config{
 		Party: n.cfg.Party, Agencies: agencies, MaxBodyBytes: n.cfg.Limits.MaxBodyBytes,
 		RatePerSecond: n.cfg.Limits.RatePerSecond, Burst: n.cfg.Limits.Burst, Logger: n.logger, Now: n.now,
-	}, backend{n}, ingress.KVIdem{KV: idemKV}, ingress.WithExtraHandler("GET /metrics", n.tel.Metrics))
+	}, backend{n}, ingress.KVIdem{KV: idemKV}, ingress.WithExtraHandler("GET /metrics", n.tel.Metrics),
+		ingress.WithMiddleware(func(h http.Handler) http.Handler {
+			named := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h.ServeHTTP(w, r)
+				if r.Pattern != "" { // set by the mux once it has routed r
+					trace.SpanFromContext(r.Context()).SetName(r.Pattern)
+				}
+			})
+			return otelhttp.NewHandler(named, "cmx.api", otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter),
+				otelhttp.WithPropagators(n.tel.Propagator), otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
+		}))
 }
 
 func (b backend) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {

@@ -189,6 +189,19 @@ type Option func(*options) error
 
 type options struct {
 	extra []extraRoute
+	wrap  []func(http.Handler) http.Handler
+}
+
+// WithMiddleware wraps the whole API handler, outermost last (e.g. an
+// OpenTelemetry SERVER span per request).
+func WithMiddleware(mw func(http.Handler) http.Handler) Option {
+	return func(o *options) error {
+		if mw == nil {
+			return errors.New("ingress: WithMiddleware needs a middleware")
+		}
+		o.wrap = append(o.wrap, mw)
+		return nil
+	}
 }
 
 type extraRoute struct {

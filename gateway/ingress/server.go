@@ -85,6 +85,9 @@ func New(cfg Config, backend Backend, idem IdemStore, opts ...Option) (*Server, 
 		}
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
+	for _, mw := range o.wrap {
+		s.handler = mw(s.handler)
+	}
 	return s, nil
 }
 
