@@ -17,6 +17,7 @@ import (
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway"
 	"github.com/cmx-exchange/cmx/gateway/client"
+	"github.com/cmx-exchange/cmx/gateway/telemetry"
 	"github.com/cmx-exchange/cmx/gateway/transport/transporttest"
 )
 
@@ -32,6 +33,9 @@ type Options struct {
 	OutageBudget time.Duration
 	// Tune, if set, may change each side's config before it is written.
 	Tune func(*gateway.Config)
+	// Telemetry, if set, gives each party's gateway its providers (tests
+	// with in-memory exporters); otherwise each builds its own from OTEL_*.
+	Telemetry map[string]*telemetry.Providers
 }
 
 // Pair is two running gateways joined by a leafnode.
@@ -54,6 +58,7 @@ type Side struct {
 	cancel      context.CancelFunc
 	done        chan error
 	logger      *slog.Logger
+	tel         *telemetry.Providers
 }
 
 // agencies of each party: id → (send/receive type, webhook?)
@@ -196,7 +201,7 @@ func (s *Side) Client(agency string) *client.Client {
 }
 
 func (p *Pair) config(party, peer string) (*gateway.Config, *Side) {
-	s := &Side{Party: party, Peer: peer, Tokens: map[string]string{}, Webhooks: map[string]*Agency{}, logger: p.opts.Logger}
+	s := &Side{Party: party, Peer: peer, Tokens: map[string]string{}, Webhooks: map[string]*Agency{}, logger: p.opts.Logger, tel: p.opts.Telemetry[party]}
 	c := &gateway.Config{
 		Party: party, Listen: "127.0.0.1:0", OutageBudget: p.opts.OutageBudget,
 		Signing:    gateway.KeyFiles{Cert: "pki/" + party + "/signing.pem", Key: "pki/" + party + "/signing.key"},
@@ -274,7 +279,11 @@ func (s *Side) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := gateway.New(cfg, gateway.WithLogger(s.logger.With("party", s.Party)))
+	opts := []gateway.Option{gateway.WithLogger(s.logger.With("party", s.Party))}
+	if s.tel != nil {
+		opts = append(opts, gateway.WithTelemetry(s.tel))
+	}
+	n, err := gateway.New(cfg, opts...)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,11 @@ type Providers struct {
 	Propagator propagation.TextMapPropagator
 	Metrics    http.Handler // Prometheus text format, for GET /metrics
 	shutdown   []func(context.Context) error
+	flush      func(context.Context) error
 }
+
+// ForceFlush exports every span ended so far (tests, shutdown).
+func (p *Providers) ForceFlush(ctx context.Context) error { return p.flush(ctx) }
 
 // Shutdown flushes and stops the providers.
 func (p *Providers) Shutdown(ctx context.Context) error {
@@ -93,6 +97,7 @@ func Setup(ctx context.Context, o Options) (*Providers, error) {
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 		shutdown:   []func(context.Context) error{tp.Shutdown, mp.Shutdown},
+		flush:      tp.ForceFlush,
 	}, nil
 }
 
