@@ -29,6 +29,7 @@ auditors (offline):
   pki         create a party's CA and gateway certificates; inspect certificates
 the whole exchange on this machine:
   demo        two gateways, two NATS servers, a leafnode; one message of each type each way
+  bench       end-to-end benchmark: throughput, latency, CPU, memory and the ratio to the crypto floor
 
 Run 'cmx <command> -h' for a command's flags.
 `
@@ -45,6 +46,7 @@ var commands = map[string]command{
 	"verify":   runVerify,
 	"pki":      runPKI,
 	"demo":     runDemo,
+	"bench":    runBench,
 }
 
 // errUsage marks a usage error (exit status 2).

@@ -2,6 +2,9 @@
 //
 //	cmxd --config FILE            run the gateway
 //	cmxd validate --config FILE   check a config (and the files it names) and exit
+//
+// --cpuprofile FILE writes a CPU profile of the whole run, from start to
+// shutdown, for the end-to-end benchmark (cmx bench --profile).
 package main
 
 import (
@@ -12,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/cmx-exchange/cmx/gateway"
@@ -34,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cmxd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("CMX_CONFIG"), "gateway config file (YAML); env CMX_CONFIG")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to `FILE` at shutdown (benchmarking)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,5 +57,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: valid gateway config for party %s (peer %s, %d agencies)\n", *path, cfg.Party, cfg.Peer.Party, len(cfg.Agencies))
 		return nil
 	}
-	return node.Run(ctx)
+	if *cpuprofile == "" {
+		return node.Run(ctx)
+	}
+	stop, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	return errors.Join(node.Run(ctx), stop())
+}
+
+// startCPUProfile starts profiling into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cmx-exchange/cmx/certs"
+	"github.com/cmx-exchange/cmx/envelope"
+)
+
+// floorRun is one measurement of the crypto floor.
+type floorRun struct {
+	Messages   int64   `json:"messages"`
+	Seconds    float64 `json:"seconds"`
+	MsgsPerSec float64 `json:"msgs_per_sec"`
+	// Mean wall time of each operation inside the loop, with every core
+	// busy: seal, open, one receipt signature, one receipt verification.
+	OpMicros map[string]float64 `json:"op_us"`
+}
+
+// floorKit is what the JOSE work of one message needs: both parties' keys
+// and trust, as the two gateways hold them.
+type floorKit struct {
+	us, jp   *certs.PKI
+	opener   *envelope.Opener          // JP opening US messages
+	verifier *envelope.ReceiptVerifier // US verifying JP receipts
+	body     json.RawMessage
+}
+
+func newFloorKit(body json.RawMessage) (*floorKit, error) {
+	us, err := certs.NewPKI("US", certs.PKIOptions{})
+	if err != nil {
+		return nil, err
+	}
+	jp, err := certs.NewPKI("JP", certs.PKIOptions{})
+	if err != nil {
+		return nil, err
+	}
+	usRoots, err := certs.NewBundle("US", us.Root)
+	if err != nil {
+		return nil, err
+	}
+	jpRoots, err := certs.NewBundle("JP", jp.Root)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := certs.NewKeySet(0, &certs.DecryptionKey{Cert: jp.Encryption.Cert, Key: jp.Encryption.Key, KID: jp.Encryption.KID})
+	if err != nil {
+		return nil, err
+	}
+	return &floorKit{
+		us: us, jp: jp, body: body,
+		opener:   &envelope.Opener{Self: "JP", Peer: usRoots, Keys: keys},
+		verifier: &envelope.ReceiptVerifier{Self: "US", Peer: jpRoots},
+	}, nil
+}
+
+// opTimes accumulates nanoseconds per operation of one goroutine.
+type opTimes [4]time.Duration
+
+var floorOps = [4]string{"seal", "open", "receipt_sign", "receipt_verify"}
+
+// one does the JOSE work of one message: US seals; JP opens and signs the
+// accepted and the delivered receipt; US verifies both.
+func (k *floorKit) one(t *opTimes) error {
+	now := time.Now()
+	c := &envelope.Claims{
+		Issuer: "US", Audience: "JP", ID: envelope.NewID(), IssuedAt: now.Unix(), Expiry: now.Add(24 * time.Hour).Unix(),
+		Type: benchType, Schema: benchType.Schema(), Sender: "US:USTR", Recipient: "JP:METI", Marking: "TLP:AMBER", Body: k.body,
+	}
+	t0 := time.Now()
+	sealed, err := envelope.Seal(c, k.us.Signing, k.jp.Encryption.Cert)
+	t1 := time.Now()
+	if err != nil {
+		return err
+	}
+	if _, err := k.opener.Open(sealed.Envelope, now); err != nil {
+		return err
+	}
+	t[0], t[1] = t[0]+t1.Sub(t0), t[1]+time.Since(t1)
+	for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered} {
+		r := &envelope.Receipt{Issuer: "JP", Audience: "US", IssuedAt: now.Unix(), Msg: c.ID, Status: st,
+			EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256}
+		if st == envelope.StatusDelivered {
+			r.Recipient, r.DeliveredAt = "JP:METI", now.Unix()
+		}
+		t2 := time.Now()
+		tok, err := envelope.IssueReceipt(r, k.jp.Signing)
+		t3 := time.Now()
+		if err != nil {
+			return err
+		}
+		if _, err := k.verifier.Verify(tok, now); err != nil {
+			return err
+		}
+		t[2], t[3] = t[2]+t3.Sub(t2), t[3]+time.Since(t3)
+	}
+	return nil
+}
+
+// measure runs the work of one message in a tight loop on every core for d.
+func (k *floorKit) measure(ctx context.Context, d time.Duration) (*floorRun, error) {
+	workers := runtime.NumCPU()
+	var n atomic.Int64
+	var mu sync.Mutex
+	var total opTimes
+	var firstErr error
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var t opTimes
+			var err error
+			for ctx.Err() == nil {
+				if err = k.one(&t); err != nil {
+					cancel()
+					break
+				}
+				n.Add(1)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range t {
+				total[i] += t[i]
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	if firstErr != nil {
+		return nil, fmt.Errorf("crypto floor: %w", firstErr)
+	}
+	r := &floorRun{Messages: n.Load(), Seconds: secs, MsgsPerSec: float64(n.Load()) / secs, OpMicros: map[string]float64{}}
+	for i, name := range floorOps {
+		per := 1.0 // two receipts per message
+		if i >= 2 {
+			per = 2
+		}
+		r.OpMicros[name] = float64(total[i].Microseconds()) / (per * float64(max(n.Load(), 1)))
+	}
+	return r, nil
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cmx-exchange/cmx/gateway/api"
+)
+
+// benchResult is the JSON file of one run (bench/results/<time>-<size>.json).
+type benchResult struct {
+	Format    string      `json:"format"` // "cmx.bench.v1"
+	StartedAt time.Time   `json:"started_at"`
+	Command   string      `json:"command"`
+	Machine   machineInfo `json:"machine"`
+	Setup     setupInfo   `json:"setup"`
+	Floor     struct {
+		Runs       []floorRun `json:"runs"`
+		MsgsPerSec spread     `json:"msgs_per_sec"`
+	} `json:"crypto_floor"`
+	Phase1 struct {
+		Runs       []phase1Run `json:"runs"`
+		Throughput spread      `json:"throughput"`     // delivered msg/s
+		Ratio      spread      `json:"ratio"`          // throughput / crypto floor of the same repetition
+		CPUPerMsg  spread      `json:"cpu_ms_per_msg"` // both gateways
+	} `json:"phase1"`
+	Phase2     *phase2Result      `json:"phase2,omitempty"`
+	PeakRSSMiB map[string]float64 `json:"peak_rss_mib"` // VmHWM of each process over the whole run
+	// StatusReadCPUMs is the US gateway's CPU per status read, measured
+	// apart: the measurement's own load is status_reads_per_msg times this.
+	StatusReadCPUMs float64           `json:"status_read_cpu_ms"`
+	Profiles        map[string]string `json:"profiles,omitempty"`
+}
+
+// setupInfo is what ran.
+type setupInfo struct {
+	BodyBytes   int    `json:"body_bytes"`
+	Type        string `json:"type"`
+	Direction   string `json:"direction"`
+	Count       int    `json:"count"`
+	Concurrency int    `json:"concurrency"`
+	Reps        int    `json:"reps"`
+	Idempotency bool   `json:"idempotency_key"`
+	Stack       string `json:"stack"`
+	Measurement string `json:"measurement"`
+}
+
+// phase1Run is one flat-out run.
+type phase1Run struct {
+	Messages     int `json:"messages"` // accepted (202)
+	Delivered    int `json:"delivered"`
+	SubmitErrors int `json:"submit_errors"`
+	Incomplete   int `json:"incomplete"` // accepted but not final when the phase ended
+	// Throughput is delivered messages over the time from the first
+	// submission to the last delivered status; SteadyThroughput counts only
+	// the 10th to the 90th percentile of completions.
+	WallSeconds       float64            `json:"wall_seconds"`
+	Throughput        float64            `json:"throughput"`
+	SteadyThroughput  float64            `json:"steady_throughput"`
+	FloorMsgsPerSec   float64            `json:"floor_msgs_per_sec"`
+	Ratio             float64            `json:"ratio"`
+	CPUSeconds        map[string]float64 `json:"cpu_seconds"`
+	CPUMsPerMsg       map[string]float64 `json:"cpu_ms_per_msg"`
+	StatusReadsPerMsg float64            `json:"status_reads_per_msg"`
+	Ingress           latency            `json:"ingress"`
+}
+
+// phase2Result is the fixed-load run.
+type phase2Result struct {
+	OfferedRate    float64 `json:"offered_rate"`
+	AchievedRate   float64 `json:"achieved_rate"` // submissions per second actually sent
+	Messages       int     `json:"messages"`
+	Delivered      int     `json:"delivered"`
+	SubmitErrors   int     `json:"submit_errors"`
+	Incomplete     int     `json:"incomplete"`
+	LateDispatches int     `json:"late_dispatches"` // sent > 5 ms after their scheduled time
+	// Latencies from the start of the request: the 202, the webhook call at
+	// the receiving agency, and the sender's status reading delivered
+	// (resolution: the poll gap, at most PollGapMs).
+	Ingress           latency            `json:"ingress"`
+	AgencyArrival     latency            `json:"agency_arrival"`
+	RoundTrip         latency            `json:"round_trip"`
+	PollGapMs         float64            `json:"poll_gap_max_ms"`
+	StatusReadsPerMsg float64            `json:"status_reads_per_msg"`
+	CPUMsPerMsg       map[string]float64 `json:"cpu_ms_per_msg"`
+}
+
+func newResult(o *benchOpts, bodyBytes int) *benchResult {
+	dir := "US→JP"
+	if o.both {
+		dir = "US→JP and JP→US alternately"
+	}
+	r := &benchResult{Format: "cmx.bench.v1", StartedAt: time.Now().UTC().Truncate(time.Second), Machine: machine(),
+		Command: strings.TrimSpace("cmx bench " + strings.Join(o.args, " ")),
+		Setup: setupInfo{
+			BodyBytes: bodyBytes, Type: string(benchType), Direction: dir, Count: o.count, Concurrency: o.conc, Reps: o.reps, Idempotency: o.idem,
+			Stack: "two cmxd processes, embedded NATS JetStream (file store, sync_interval always) joined by a mutual-TLS leafnode; " +
+				"accepted and delivered receipts; webhook agencies answering 204 at once; tracing as shipped",
+			Measurement: "completion = the sender's GET /v1/messages/{id} reads delivered (its delivered receipt verified); " +
+				"each message is read only after the receiving agency's webhook saw it, then with doubling gaps; " +
+				"CPU from /proc/<pid>/stat (utime+stime) over the phase, peak RSS from VmHWM",
+		},
+	}
+	return r
+}
+
+// summarise fills the medians and spreads.
+func (r *benchResult) summarise() {
+	var floor, thr, ratio, cpu []float64
+	for _, f := range r.Floor.Runs {
+		floor = append(floor, f.MsgsPerSec)
+	}
+	for _, p := range r.Phase1.Runs {
+		thr, ratio, cpu = append(thr, p.Throughput), append(ratio, p.Ratio), append(cpu, p.CPUMsPerMsg["gateways"])
+	}
+	r.Floor.MsgsPerSec, r.Phase1.Throughput, r.Phase1.Ratio, r.Phase1.CPUPerMsg = spreadOf(floor), spreadOf(thr), spreadOf(ratio), spreadOf(cpu)
+}
+
+// counts is what every phase reports about completion.
+type counts struct {
+	messages, delivered, incomplete, reads int
+	first, last                            time.Time
+	done                                   []time.Time
+}
+
+func countsOf(t *tracker) counts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := counts{messages: len(t.all), reads: int(t.reads.Load())}
+	for _, m := range t.all {
+		if c.first.IsZero() || m.start.Before(c.first) {
+			c.first = m.start
+		}
+		switch {
+		case m.status == api.StatusDelivered:
+			c.delivered++
+			c.done = append(c.done, m.done)
+			if m.done.After(c.last) {
+				c.last = m.done
+			}
+		case m.status == "":
+			c.incomplete++
+		}
+	}
+	slices.SortFunc(c.done, func(a, b time.Time) int { return a.Compare(b) })
+	return c
+}
+
+// cpuPerMsg is CPU milliseconds per delivered message of each process.
+func cpuPerMsg(s0, s1 procSample, n int) (secs, perMsg map[string]float64) {
+	secs, perMsg = map[string]float64{}, map[string]float64{}
+	names := [3]string{"us", "jp", "bench"}
+	for i, name := range names {
+		d := (s1.cpu[i] - s0.cpu[i]).Seconds()
+		secs[name] = round3(d)
+		if n > 0 {
+			perMsg[name] = round3(d * 1000 / float64(n))
+		}
+	}
+	if n > 0 {
+		perMsg["gateways"] = round3(perMsg["us"] + perMsg["jp"])
+	}
+	return secs, perMsg
+}
+
+func phase1Of(t *tracker, s0, s1 procSample) *phase1Run {
+	c := countsOf(t)
+	p := &phase1Run{Messages: c.messages, Delivered: c.delivered, Incomplete: c.incomplete, SubmitErrors: len(t.submitErrs)}
+	if c.delivered > 0 {
+		wall := c.last.Sub(c.first).Seconds()
+		p.WallSeconds, p.Throughput = round3(wall), round3(float64(c.delivered)/wall)
+		if lo, hi := c.delivered/10, c.delivered*9/10; hi > lo && c.done[hi].After(c.done[lo]) {
+			p.SteadyThroughput = round3(float64(hi-lo) / c.done[hi].Sub(c.done[lo]).Seconds())
+		}
+		p.StatusReadsPerMsg = round3(float64(c.reads) / float64(c.delivered))
+	}
+	p.CPUSeconds, p.CPUMsPerMsg = cpuPerMsg(s0, s1, c.delivered)
+	p.Ingress = latencyOf(durations(t, func(m *msgState) (time.Time, time.Time) { return m.start, m.acked }))
+	return p
+}
+
+func phase2Of(t *tracker, s0, s1 procSample, poll pollPolicy) *phase2Result {
+	c := countsOf(t)
+	p := &phase2Result{Messages: c.messages, Delivered: c.delivered, Incomplete: c.incomplete, SubmitErrors: len(t.submitErrs),
+		PollGapMs: ms(poll.max)}
+	if c.delivered > 0 {
+		p.StatusReadsPerMsg = round3(float64(c.reads) / float64(c.delivered))
+	}
+	_, p.CPUMsPerMsg = cpuPerMsg(s0, s1, c.delivered)
+	p.Ingress = latencyOf(durations(t, func(m *msgState) (time.Time, time.Time) { return m.start, m.acked }))
+	p.AgencyArrival = latencyOf(durations(t, func(m *msgState) (time.Time, time.Time) { return m.start, m.arrived }))
+	p.RoundTrip = latencyOf(durations(t, func(m *msgState) (time.Time, time.Time) {
+		if m.status != api.StatusDelivered {
+			return m.start, time.Time{}
+		}
+		return m.start, m.done
+	}))
+	return p
+}
+
+// durations collects to-from of every accepted message where both are set.
+func durations(t *tracker, span func(*msgState) (time.Time, time.Time)) []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var d []time.Duration
+	for _, m := range t.all {
+		if from, to := span(m); !from.IsZero() && !to.IsZero() {
+			d = append(d, to.Sub(from))
+		}
+	}
+	return d
+}
+
+// printResult prints the one-screen summary.
+func printResult(w io.Writer, r *benchResult, path string) {
+	m, s := r.Machine, r.Setup
+	fmt.Fprintf(w, "\ncmx bench — %s body of %s, %s, %d clients\n", sizeName(s.BodyBytes), s.Type, s.Direction, s.Concurrency)
+	fmt.Fprintf(w, "machine: %d × %s, %s %s, load %s → %s\n\n", m.NProc, m.CPUModel, m.Go, m.OS, m.LoadAvgStart, m.LoadAvgEnd)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%d × (crypto floor, phase 1 of %d msgs)\tmedian\tmin\tmax\t\n", s.Reps, s.Count)
+	row := func(name string, sp spread, format string) {
+		fmt.Fprintf(tw, "%s\t"+format+"\t"+format+"\t"+format+"\t\n", name, sp.Median, sp.Min, sp.Max)
+	}
+	row("crypto floor, msg/s (all cores)", r.Floor.MsgsPerSec, "%.0f")
+	row("phase 1 flat out, delivered msg/s", r.Phase1.Throughput, "%.1f")
+	row("RATIO phase 1 / floor", r.Phase1.Ratio, "%.3f")
+	row("CPU ms per message, both gateways", r.Phase1.CPUPerMsg, "%.2f")
+	tw.Flush()
+	if n := len(r.Phase1.Runs); n > 0 {
+		last := r.Phase1.Runs[n-1]
+		fmt.Fprintf(w, "  last rep: CPU ms/msg US %.2f  JP %.2f  bench %.2f; ingress p50 %.1f ms p99 %.1f ms; steady %.1f msg/s\n",
+			last.CPUMsPerMsg["us"], last.CPUMsPerMsg["jp"], last.CPUMsPerMsg["bench"], last.Ingress.P50, last.Ingress.P99, last.SteadyThroughput)
+		fmt.Fprintf(w, "  measurement load: %.1f status reads/msg × %.3f ms CPU each = %.0f%% of the gateways' CPU per message\n",
+			last.StatusReadsPerMsg, r.StatusReadCPUMs, share(last.StatusReadsPerMsg*r.StatusReadCPUMs, last.CPUMsPerMsg["gateways"]))
+		if f := r.Floor.Runs; len(f) > 0 {
+			o := f[len(f)-1].OpMicros
+			fmt.Fprintf(w, "  floor per op (µs, all cores busy): seal %.0f  open %.0f  receipt sign %.0f  receipt verify %.0f\n",
+				o["seal"], o["open"], o["receipt_sign"], o["receipt_verify"])
+		}
+	}
+	fmt.Fprintf(w, "  peak RSS (MiB): US %.1f  JP %.1f  bench %.1f\n", r.PeakRSSMiB["us"], r.PeakRSSMiB["jp"], r.PeakRSSMiB["bench"])
+	if p := r.Phase2; p != nil {
+		fmt.Fprintf(w, "\nphase 2: %d msgs at %.1f msg/s offered (%.1f sent), %d late dispatches\n", p.Messages, p.OfferedRate, p.AchievedRate, p.LateDispatches)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency, ms\tp50\tp90\tp99\tmax\t")
+		for _, l := range []struct {
+			name string
+			l    latency
+		}{{"ingress (202)", p.Ingress}, {"at receiving agency", p.AgencyArrival}, {"round trip (delivered at sender)", p.RoundTrip}} {
+			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.Max)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "  round trip resolution ≤ %.0f ms (status poll gap); %.1f status reads/msg (%.0f%% of gateway CPU); CPU ms/msg US %.2f JP %.2f\n",
+			p.PollGapMs, p.StatusReadsPerMsg, share(p.StatusReadsPerMsg*r.StatusReadCPUMs, p.CPUMsPerMsg["gateways"]), p.CPUMsPerMsg["us"], p.CPUMsPerMsg["jp"])
+	}
+	for _, party := range []string{"us", "jp"} {
+		if f := r.Profiles[party]; f != "" {
+			fmt.Fprintf(w, "profile %s: go tool pprof -top %s\n", strings.ToUpper(party), f)
+		}
+	}
+	fmt.Fprintf(w, "\nresults: %s\n", path)
+}
+
+// share is 100·part/whole, 0 when whole is 0.
+func share(part, whole float64) float64 {
+	if whole <= 0 {
+		return 0
+	}
+	return 100 * part / whole
+}
