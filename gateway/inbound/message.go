@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/envelope"
@@ -34,7 +35,7 @@ type item struct {
 
 // open opens the envelope inside an "open" span.
 func (p *Processor) open(ctx context.Context, it *item) (*envelope.Opened, error) {
-	_, span := p.cfg.Tracing.Tracer.Start(ctx, "open")
+	_, span := p.cfg.Tracing.Tracer.Start(ctx, "open", trace.WithAttributes(semconv.MessagingMessageID(it.id)))
 	defer span.End()
 	opened, err := p.opener.Open(it.env, p.cfg.Now())
 	if err != nil {
@@ -216,8 +217,11 @@ func (p *Processor) reject(ctx context.Context, it *item, reason envelope.Reason
 	}
 }
 
-// rejectUnopened handles an envelope that could not be opened: the receipt
-// names the transport's id, bound by env_sha256 (DESIGN.md §4).
+// rejectUnopened handles an envelope that could not be opened: a signed
+// rejected receipt naming the transport's id, bound by env_sha256 (DESIGN.md
+// §4). Nothing is claimed: the id is unauthenticated, and a corrupted copy
+// must not block the genuine message a resend brings (N-09, F-17). The
+// sender matches the receipt against its own digest and keeps it aside.
 func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelope.Reason) {
 	if !envelope.ValidID(it.id) {
 		p.cfg.Logger.ErrorContext(ctx, "ALERT inbound item without a usable id; kept in CMX_IN, no receipt possible",
@@ -225,20 +229,14 @@ func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelop
 		_ = it.m.Term()
 		return
 	}
-	defer p.lock(it.id)()
-	rec := &ledger.Record{ID: it.id, Direction: api.Inbound, From: p.cfg.Peer, To: p.cfg.Party,
-		Seq: it.seq, EnvSHA256: it.digest, TraceID: it.span.SpanContext().TraceID().String(), Timeline: []api.Event{}}
-	got, err := p.seen.Create(ctx, ledger.SeenKey(p.cfg.Peer, it.id), rec)
-	switch {
-	case errors.Is(err, ledger.ErrExists) && got.EnvSHA256 != it.digest:
-		p.equivocation(ctx, it, got)
-	case errors.Is(err, ledger.ErrExists) && got.Seq != it.seq:
-		p.duplicate(ctx, it)
-	case err != nil && !errors.Is(err, ledger.ErrExists):
+	it.span.SetAttributes(transport.AttrStatus.String(string(envelope.StatusRejected)), transport.AttrReason.String(string(reason)))
+	r := &envelope.Receipt{Msg: it.id, Status: envelope.StatusRejected, Reason: reason, EnvSHA256: it.digest}
+	if _, err := p.issuer.IssueUnopened(ctx, r, it.hdr); err != nil {
+		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be issued; holding the message", slog.String("msg_id", it.id), slog.Any("err", err))
 		p.nak(it, 0)
-	default:
-		p.reject(ctx, it, reason, "")
+		return
 	}
+	_ = it.m.Ack()
 }
 
 // duplicate answers another copy of a message we already hold with the

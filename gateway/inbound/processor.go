@@ -30,6 +30,7 @@ type Opener interface {
 type Issuer interface {
 	Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
 	IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
+	IssueUnopened(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
 	Resend(ctx context.Context, msgID, trigger string, hdr nats.Header) (int, error)
 }
 
@@ -117,7 +118,7 @@ func (p *Processor) consumerConfigs() (msgs, rcpts jetstream.ConsumerConfig) {
 	from, to := strings.ToLower(p.cfg.Peer), strings.ToLower(p.cfg.Party)
 	base := jetstream.ConsumerConfig{
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
+		AckWait:       30 * time.Second, // above one webhook call (10 s) plus crypto: no redelivery overlaps a call
 		MaxDeliver:    -1,
 		MaxAckPending: 1024,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -145,7 +146,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// consume feeds one consumer's messages to a bounded pool of workers.
+// consume feeds one consumer's messages to a bounded pool of workers. On
+// shutdown the iterator is drained and every message not yet handled is
+// nakked, so a restart gets it back at once instead of after AckWait.
 func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) error {
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.Workers))
 	if err != nil {
@@ -158,11 +161,15 @@ func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle
 		go func() {
 			defer wg.Done()
 			for m := range work {
+				if ctx.Err() != nil {
+					_ = m.Nak()
+					continue
+				}
 				p.safely(ctx, m, handle)
 			}
 		}()
 	}
-	stop := context.AfterFunc(ctx, iter.Stop)
+	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()
 	for {
 		m, err := iter.Next()

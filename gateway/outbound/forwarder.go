@@ -111,8 +111,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() {
-		iter.Stop()
-		for range in { // unblock the reader; unacked items are redelivered
+		iter.Drain()
+		for m := range in { // hand back what was pulled but not sent
+			_ = m.Nak()
 		}
 		<-done
 	}()

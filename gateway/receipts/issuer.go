@@ -62,6 +62,14 @@ func (i *Issuer) IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nat
 	return i.issue(ctx, "conflict", r.Msg+"."+r.EnvSHA256, ".conflict."+r.EnvSHA256, r, hdr)
 }
 
+// IssueUnopened issues the rejected receipt for an envelope that could not
+// be opened. It names the transport's message id but is stored apart, keyed
+// by the envelope digest, and claims nothing: a corrupted copy must never
+// block the genuine message that a resend brings later (catalogue N-09, F-17).
+func (i *Issuer) IssueUnopened(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
+	return i.issue(ctx, "unopened", r.Msg+"."+r.EnvSHA256, ".unopened."+r.EnvSHA256, r, hdr)
+}
+
 func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
 	if r.Issuer == "" {
 		r.Issuer = i.cfg.Party
@@ -73,8 +81,11 @@ func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envel
 		r.IssuedAt = i.cfg.Now().Unix()
 	}
 	ctx, span := i.cfg.Tracing.Tracer.Start(ctx, "receipt issue", trace.WithAttributes(
-		transport.AttrStatus.String(string(r.Status)), transport.AttrReason.String(string(r.Reason)), semconv.MessagingMessageID(r.Msg)))
+		transport.AttrStatus.String(string(r.Status)), semconv.MessagingMessageID(r.Msg)))
 	defer span.End()
+	if r.Reason != "" {
+		span.SetAttributes(transport.AttrReason.String(string(r.Reason)))
+	}
 	if existing, err := i.store.Get(ctx, role, key, string(r.Status)); err == nil {
 		return existing, i.publish(ctx, existing, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
 	}
