@@ -125,6 +125,18 @@ type bench struct {
 	sub    *submitter
 	tmpDir string   // removed at close
 	last   *tracker // of the last phase 1 run, for readCost
+	phase  int      // phase 1 runs so far (the warm-up is 1)
+}
+
+// timeline keeps the per-message times of a phase in the working
+// directory when it is kept (--dir).
+func (b *bench) timeline(name string, t *tracker) {
+	if b.o.dir == "" {
+		return
+	}
+	if err := writeTimeline(filepath.Join(b.o.dir, name+".csv"), t); err != nil {
+		b.logf("timeline %s: %v", name, err)
+	}
 }
 
 func newBench(ctx context.Context, o *benchOpts, log io.Writer) (*bench, error) {
@@ -197,18 +209,23 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	}
 	var errs []error
 	for r := range b.o.reps {
-		fr, err := b.kit.measure(ctx, b.o.floorTime)
+		before, err := b.kit.measure(ctx, b.o.floorTime/2)
 		if err != nil {
 			return nil, err
 		}
-		res.Floor.Runs = append(res.Floor.Runs, *fr)
-		b.logf("rep %d/%d: crypto floor %.0f msg/s; phase 1: %d messages flat out", r+1, b.o.reps, fr.MsgsPerSec, b.o.count)
+		b.logf("rep %d/%d: phase 1: %d messages flat out", r+1, b.o.reps, b.o.count)
 		p1, err := b.phase1(ctx, b.o.count)
+		after, ferr := b.kit.measure(ctx, b.o.floorTime/2)
+		if ferr != nil {
+			return nil, ferr
+		}
+		fr := before.merge(after)
+		res.Floor.Runs = append(res.Floor.Runs, *fr)
 		if p1 != nil {
 			p1.FloorMsgsPerSec = round3(fr.MsgsPerSec)
 			p1.Ratio = p1.Throughput / fr.MsgsPerSec
 			res.Phase1.Runs = append(res.Phase1.Runs, *p1)
-			b.logf("rep %d/%d: %.1f msg/s delivered, ratio %.3f", r+1, b.o.reps, p1.Throughput, p1.Ratio)
+			b.logf("rep %d/%d: %.1f msg/s delivered, crypto floor %.0f msg/s, ratio %.3f", r+1, b.o.reps, p1.Throughput, fr.MsgsPerSec, p1.Ratio)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("phase 1 rep %d: %w", r+1, err))
@@ -258,6 +275,8 @@ func (b *bench) phase1(ctx context.Context, n int) (*phase1Run, error) {
 		return nil, err
 	}
 	b.last = t
+	b.phase++
+	b.timeline(fmt.Sprintf("phase1-%d", b.phase), t)
 	return phase1Of(t, s0, s1), waitErr
 }
 
@@ -331,6 +350,7 @@ func (b *bench) phase2(ctx context.Context, p1 float64) (*phase2Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.timeline("phase2", t)
 	p2 := phase2Of(t, s0, s1, poll)
 	p2.OfferedRate, p2.LateDispatches = round3(rate), late
 	p2.AchievedRate = round3(float64(p2.Messages) / sendSecs)

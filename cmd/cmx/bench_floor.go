@@ -23,6 +23,18 @@ type floorRun struct {
 	OpMicros map[string]float64 `json:"op_us"`
 }
 
+// merge combines the measurements taken just before and just after a
+// phase, so that the floor of a repetition brackets its phase 1 on a
+// machine whose load drifts.
+func (r *floorRun) merge(o *floorRun) *floorRun {
+	n, secs := r.Messages+o.Messages, r.Seconds+o.Seconds
+	m := &floorRun{Messages: n, Seconds: round3(secs), MsgsPerSec: round3(float64(n) / secs), OpMicros: map[string]float64{}}
+	for k, v := range r.OpMicros {
+		m.OpMicros[k] = round3((v*float64(r.Messages) + o.OpMicros[k]*float64(o.Messages)) / float64(max(n, 1)))
+	}
+	return m
+}
+
 // floorKit is what the JOSE work of one message needs: both parties' keys
 // and trust, as the two gateways hold them.
 type floorKit struct {

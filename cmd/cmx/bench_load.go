@@ -32,8 +32,9 @@ type msgState struct {
 
 // pollPolicy spaces the status reads of one message. The first read comes
 // after the delivery reached the agency, 4/5 of the recent mean time from
-// there to delivered (at least first); then the gap starts at first and
-// doubles. No gap exceeds max, which bounds the error of a completion time.
+// there to delivered (at least first); then the gap starts at a quarter of
+// that mean (at least first) and doubles. No gap exceeds max, which bounds
+// the error of a completion time.
 type pollPolicy struct {
 	first, max time.Duration
 	workers    int // status reads in flight at once
@@ -127,7 +128,7 @@ func (t *tracker) accepted(id string, side int, start, acked time.Time, err erro
 func (t *tracker) schedule(m *msgState) {
 	d := max(t.policy.first, t.leg*4/5)
 	if m.tries > 0 {
-		d = t.policy.first << min(m.tries-1, 16)
+		d = max(t.policy.first, t.leg/4) << min(m.tries-1, 16)
 	}
 	m.tries++
 	time.AfterFunc(min(d, t.policy.max), func() { t.ready <- m })

@@ -138,11 +138,12 @@ func startGateway(cmxd string, side *pair.Side, dir, profile string) (*gwProc, e
 }
 
 // gatewayEnv is our environment without CMX_* variables, which would
-// override the written configs.
+// override the written configs, and without OTEL_* ones: tracing runs as
+// shipped (spans sampled, no exporter) whatever the caller's shell says.
 func gatewayEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CMX_") {
+		if !strings.HasPrefix(kv, "CMX_") && !strings.HasPrefix(kv, "OTEL_") {
 			env = append(env, kv)
 		}
 	}
