@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/certs"
@@ -40,19 +42,30 @@ func (n *Node) ingress() (*ingress.Server, error) {
 		RatePerSecond: n.cfg.Limits.RatePerSecond, Burst: n.cfg.Limits.Burst, Logger: n.logger, Now: n.now,
 	}, backend{n}, ingress.KVIdem{KV: idemKV}, ingress.WithExtraHandler("GET /metrics", n.tel.Metrics),
 		ingress.WithMiddleware(func(h http.Handler) http.Handler {
-			named := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				h.ServeHTTP(w, r)
-				if r.Pattern != "" { // set by the mux once it has routed r
-					trace.SpanFromContext(r.Context()).SetName(r.Pattern)
-				}
-			})
-			return otelhttp.NewHandler(named, "cmx.api", otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter),
-				otelhttp.WithPropagators(n.tel.Propagator), otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
+			return otelhttp.NewHandler(h, "cmx.api", otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter),
+				otelhttp.WithPropagators(n.tel.Propagator), otelhttp.WithSpanNameFormatter(spanName))
 		}))
+}
+
+// spanName names a SERVER span after the route pattern ("POST /v1/messages"),
+// never the raw path (ids, unbounded). otelhttp calls it at the start, when
+// only the method is known, and again once the mux has set r.Pattern;
+// unrouted requests keep the method, or "HTTP" for a method of the client's
+// own invention (HTTP semantic conventions).
+func spanName(_ string, r *http.Request) string {
+	switch {
+	case r.Pattern != "":
+		return r.Pattern
+	case slices.Contains([]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace}, r.Method):
+		return r.Method
+	}
+	return "HTTP"
 }
 
 func (b backend) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {
 	start := time.Now()
+	trace.SpanFromContext(ctx).SetAttributes(semconv.MessagingMessageID(id)) // the SERVER span: find ingress by message id
 	resp, err := b.n.sender.Submit(ctx, agency, id, req)
 	if err == nil {
 		b.n.metrics.ingress.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrType.String(req.Type)))
@@ -212,6 +225,15 @@ func (b backend) Peers(ctx context.Context) ([]api.PeerStatus, error) {
 			ps.Backlog = info.NumPending + uint64(info.NumAckPending)
 			ps.OldestAgeSecs = b.oldestAge(ctx, info)
 		}
+	}
+	n, oldest := b.n.reconciler.Awaiting()
+	ps.AwaitingReceipt = uint64(n)
+	if n > 0 {
+		ps.ReceiptLagSecs = max(0, b.n.now().Sub(oldest).Seconds())
+	}
+	if at := b.n.lastReceipt.Load(); at > 0 {
+		t := time.Unix(0, at).UTC()
+		ps.LastReceiptAt = &t
 	}
 	return []api.PeerStatus{ps}, nil
 }

@@ -31,7 +31,7 @@ var (
 type instruments struct {
 	messages   metric.Int64Counter     // cmx_messages_total{direction,type,status}
 	rejections metric.Int64Counter     // cmx_rejections_total{direction,reason}
-	roundTrip  metric.Float64Histogram // cmx_roundtrip_seconds{type,status}: accepted → receipt verified
+	roundTrip  metric.Float64Histogram // cmx_roundtrip_duration_seconds{type,status}: accepted → receipt verified
 	ingress    metric.Float64Histogram // cmx_ingress_duration_seconds{type}: submit → 202
 	webhooks   metric.Int64Counter     // cmx_webhook_attempts_total{agency,outcome}
 }
@@ -86,11 +86,22 @@ func (in *instruments) onEvent(ctx context.Context, r *ledger.Record, e api.Even
 	}
 }
 
-// observeLink registers the gauges read at scrape time: leafnode state and
-// outbox backlog.
+// onSentEvent is the outbound ledger's hook: metrics, and the time of the
+// last receipt accepted from the peer.
+func (n *Node) onSentEvent(ctx context.Context, r *ledger.Record, e api.Event) {
+	n.metrics.onEvent(ctx, r, e)
+	switch e.Status {
+	case api.StatusReceived, api.StatusDelivered, api.StatusRejected:
+		n.lastReceipt.Store(n.now().UnixNano())
+	}
+}
+
+// observeLink registers the gauges read at scrape time: leafnode state,
+// outbox backlog and receipt lag.
 func (n *Node) observeLink(mp metric.MeterProvider) error {
 	m := mp.Meter(meterName)
-	up, err := m.Int64ObservableGauge("cmx.link.up", metric.WithUnit("1"),
+	// No unit: a unit of "1" would make the Prometheus name cmx_link_up_ratio.
+	up, err := m.Int64ObservableGauge("cmx.link.up",
 		metric.WithDescription("1 when the leafnode to the peer is connected (embedded NATS) or the last forward succeeded."))
 	if err != nil {
 		return err
@@ -105,8 +116,13 @@ func (n *Node) observeLink(mp metric.MeterProvider) error {
 	if err != nil {
 		return err
 	}
+	lag, err := m.Float64ObservableGauge("cmx.receipt.lag", metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest sent message still without the peer's accepted receipt; 0 when none waits."))
+	if err != nil {
+		return err
+	}
 	peer := metric.WithAttributes(attrPeer.String(n.cfg.Peer.Party))
-	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+	n.gauges, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		ps, err := backend{n}.Peers(ctx)
 		if err != nil || len(ps) == 0 {
 			return err
@@ -118,8 +134,9 @@ func (n *Node) observeLink(mp metric.MeterProvider) error {
 		o.ObserveInt64(up, v, peer)
 		o.ObserveInt64(backlog, int64(ps[0].Backlog), peer)
 		o.ObserveFloat64(age, ps[0].OldestAgeSecs, peer)
+		o.ObserveFloat64(lag, ps[0].ReceiptLagSecs, peer)
 		return nil
-	}, up, backlog, age)
+	}, up, backlog, age, lag)
 	return err
 }
 

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cmx-exchange/cmx/certs"
@@ -43,20 +46,25 @@ type Node struct {
 	natsURL, natsUser, natsPass string
 
 	// set up by Run
-	js        jetstream.JetStream
-	sent      *ledger.Store
-	seen      *ledger.Store
-	rcpts     *ledger.Receipts
-	sender    *outbound.Sender
-	forwarder *outbound.Forwarder
-	issuer    *receipts.Issuer
-	inbox     *delivery.Inbox
-	dir       *directory
-	statusKV  jetstream.KeyValue
+	js         jetstream.JetStream
+	sent       *ledger.Store
+	seen       *ledger.Store
+	rcpts      *ledger.Receipts
+	sender     *outbound.Sender
+	forwarder  *outbound.Forwarder
+	reconciler *outbound.Reconciler
+	issuer     *receipts.Issuer
+	inbox      *delivery.Inbox
+	dir        *directory
+	statusKV   jetstream.KeyValue
 
 	tel     *telemetry.Providers
 	ownTel  bool // created by New: shut down by Run
 	metrics *instruments
+	gauges  metric.Registration // scrape-time gauges of this run; unregistered when Run ends (the providers may outlive the node)
+	// lastReceipt is when a receipt of the peer was last accepted (unix
+	// nanoseconds; 0 = none since start), for GET /v1/peers.
+	lastReceipt atomic.Int64
 }
 
 // Option configures optional behaviour of New.
@@ -89,7 +97,8 @@ func New(cfg *Config, opts ...Option) (*Node, error) {
 		n.logger = NewLogger(cfg.Log, nil)
 	}
 	if n.tel == nil {
-		tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "cmxd-" + strings.ToLower(cfg.Party)})
+		tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "cmxd-" + strings.ToLower(cfg.Party),
+			Attributes: map[string]string{string(transport.AttrParty): cfg.Party}})
 		if err != nil {
 			return nil, fmt.Errorf("gateway: telemetry: %w", err)
 		}
@@ -167,6 +176,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := n.setup(ctx, nc, bc); err != nil {
 		return err
 	}
+	defer func() { _ = n.gauges.Unregister() }()
 	return n.serve(ctx, nc)
 }
 
@@ -236,7 +246,7 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 	}
 	n.js, n.statusKV = js, kv[transport.BucketStatus]
 	n.sent, n.seen, n.rcpts = ledger.Sent(kv[transport.BucketStatus]), ledger.Seen(kv[transport.BucketSeen]), ledger.NewReceipts(kv[transport.BucketReceipts])
-	n.sent.OnEvent, n.seen.OnEvent = n.metrics.onEvent, n.metrics.onEvent
+	n.sent.OnEvent, n.seen.OnEvent = n.onSentEvent, n.metrics.onEvent
 	n.inbox = delivery.NewInbox(kv[transport.BucketInbox])
 	n.sender, err = outbound.NewSender(outbound.SenderConfig{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Signer: n.keys.signing, PeerEncryption: n.keys.peerEncryption,
@@ -257,6 +267,8 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 			}
 		},
 	}, js, bjs, n.sent)
+	n.reconciler = outbound.NewReconciler(outbound.ReconcilerConfig{
+		Interval: n.cfg.Reconcile.Interval, ResendAfter: n.cfg.Reconcile.ResendAfter, Now: n.now, Logger: n.logger}, n.statusKV, n.sent, n.forwarder)
 	if err := n.observeLink(n.tel.Meter); err != nil {
 		return err
 	}
@@ -274,8 +286,11 @@ func (n *Node) processor() *inbound.Processor {
 		Verifier: &envelope.ReceiptVerifier{Self: n.cfg.Party, Peer: n.keys.peerTrust},
 		Now:      n.now, Logger: n.logger, Tracing: n.tracing("receipts"),
 	}, n.sent, n.rcpts)
+	// CLIENT span named "POST" ({method}, as the HTTP semantic conventions
+	// name a client span without a URL template).
 	webhook := delivery.NewWebhook(delivery.WebhookConfig{Logger: n.logger, Transport: otelhttp.NewTransport(delivery.NewTransport(nil),
-		otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter), otelhttp.WithPropagators(n.tel.Propagator))})
+		otelhttp.WithTracerProvider(n.tel.Tracer), otelhttp.WithMeterProvider(n.tel.Meter), otelhttp.WithPropagators(n.tel.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))})
 	d := &deliverer{dir: n.dir, webhook: webhook, inbox: n.inbox, metrics: n.metrics}
 	return inbound.New(inbound.Config{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("inbound"),
@@ -305,9 +320,7 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	pipe, pipeCtx := errgroup.WithContext(pipeCtx)
 	pipe.Go(func() error { return n.forwarder.Run(pipeCtx) })
 	pipe.Go(func() error { return n.processor().Run(pipeCtx) })
-	rec := outbound.NewReconciler(outbound.ReconcilerConfig{
-		Interval: n.cfg.Reconcile.Interval, ResendAfter: n.cfg.Reconcile.ResendAfter, Now: n.now, Logger: n.logger}, n.statusKV, n.sent, n.forwarder)
-	pipe.Go(func() error { return rec.Run(pipeCtx) })
+	pipe.Go(func() error { return n.reconciler.Run(pipeCtx) })
 
 	httpCtx, stopHTTP := context.WithCancel(ctx)
 	defer stopHTTP()

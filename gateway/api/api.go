@@ -107,8 +107,11 @@ type PeerStatus struct {
 	Link            string     `json:"link"` // "up" | "down"
 	Backlog         uint64     `json:"backlog"`
 	OldestAgeSecs   float64    `json:"oldest_age_seconds"`
-	LastReceiptAt   *time.Time `json:"last_receipt_at,omitempty"`
-	AwaitingReceipt uint64     `json:"awaiting_receipt"`
+	LastReceiptAt   *time.Time `json:"last_receipt_at,omitempty"` // when we last accepted a receipt from the peer
+	AwaitingReceipt uint64     `json:"awaiting_receipt"`          // sent messages without the peer's accepted receipt
+	// ReceiptLagSecs is the age of the oldest sent message still without the
+	// peer's accepted receipt (0 when none waits).
+	ReceiptLagSecs float64 `json:"receipt_lag_seconds"`
 }
 
 // Kind classifies an error for the HTTP edge, which alone chooses status codes.

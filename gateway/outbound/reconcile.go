@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,9 @@ type Reconciler struct {
 	kv   jetstream.KeyValue
 	sent *ledger.Store
 	fwd  *Forwarder
+	// open is written by Run's goroutine only (track, Sweep), under mu so
+	// that Awaiting can read it from others.
+	mu   sync.RWMutex
 	open map[string]*openMsg
 }
 
@@ -102,14 +106,16 @@ func (r *Reconciler) track(e jetstream.KeyValueEntry) {
 	}
 	id := strings.TrimPrefix(e.Key(), "out.")
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(r.open, id)
+		r.forget(id)
 		return
 	}
 	var rec ledger.Record
 	if json.Unmarshal(e.Value(), &rec) != nil || rec.Terminal() {
-		delete(r.open, id)
+		r.forget(id)
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	o, ok := r.open[id]
 	if !ok {
 		o = &openMsg{nextSend: r.acceptedAt(&rec).Add(r.cfg.ResendAfter)}
@@ -159,7 +165,31 @@ func (r *Reconciler) fail(ctx context.Context, id string, now time.Time) {
 		return
 	}
 	r.cfg.Logger.ErrorContext(ctx, "ALERT message failed: no terminal receipt before expiry", slog.String("msg_id", id))
+	r.forget(id)
+}
+
+func (r *Reconciler) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.open, id)
+}
+
+// Awaiting reports how many sent messages still wait for the peer's
+// accepted receipt, and when the oldest of them was accepted (zero if none):
+// the receipt lag operators watch. Safe to call while Run runs.
+func (r *Reconciler) Awaiting() (n int, oldest time.Time) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, o := range r.open {
+		if o.rec.Has(api.StatusReceived) {
+			continue
+		}
+		n++
+		if at := r.acceptedAt(o.rec); oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return n, oldest
 }
 
 // Resend publishes the outbox item at seq to the peer again under

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/certs"
@@ -162,7 +163,8 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 }
 
 func (s *Sender) seal(ctx context.Context, c *envelope.Claims) (*envelope.Sealed, error) {
-	_, span := s.cfg.Tracing.Tracer.Start(ctx, "seal", trace.WithAttributes(transport.AttrMessageType.String(string(c.Type))))
+	_, span := s.cfg.Tracing.Tracer.Start(ctx, "seal", trace.WithAttributes(
+		semconv.MessagingMessageID(c.ID), transport.AttrMessageType.String(string(c.Type))))
 	defer span.End()
 	sealed, err := envelope.Seal(c, s.cfg.Signer, s.cfg.PeerEncryption)
 	if err != nil {

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
@@ -74,6 +76,7 @@ func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.Verified
 	if err != nil {
 		return vr, err
 	}
+	linkMessageTrace(span, rec.Traceparent)
 	if vr.EnvSHA256 != rec.EnvSHA256 || (vr.MsgSHA256 != "" && vr.MsgSHA256 != rec.MsgSHA256) {
 		_ = a.store.Quarantine(ctx, envelope.Digest(token), token)
 		return vr, fmt.Errorf("%w: %s %s", ErrMismatch, vr.Msg, vr.Status)
@@ -107,5 +110,20 @@ func event(vr *envelope.VerifiedReceipt) api.Event {
 		return ledger.Event(api.StatusDelivered, at, "")
 	default:
 		return ledger.Event(api.StatusRejected, at, string(vr.Reason))
+	}
+}
+
+// linkMessageTrace links the verify span to the trace of the message the
+// receipt is for (our ingress span that stored the envelope) when it is not
+// already in that trace: with trace context stopped at the border a receipt
+// starts a trace of its own, and the link leads back to the message.
+func linkMessageTrace(span trace.Span, traceparent string) {
+	if traceparent == "" {
+		return
+	}
+	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": traceparent})
+	sc := trace.SpanContextFromContext(ctx)
+	if sc.IsValid() && sc.TraceID() != span.SpanContext().TraceID() {
+		span.AddLink(trace.Link{SpanContext: sc})
 	}
 }
