@@ -79,6 +79,7 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 			slog.String("hint", it.id), slog.String("msg_id", opened.Claims.ID))
 	}
 	it.opened, it.id = opened, opened.Claims.ID
+	span.SetAttributes(transport.AttrMessageType.String(string(opened.Claims.Type))) // signed, unlike the subject
 	defer p.lock(it.id)()
 	rec, dup, err := p.claim(ctx, it)
 	if err != nil {
@@ -161,11 +162,13 @@ func (p *Processor) deliver(ctx context.Context, it *item) {
 	out := p.deliverer.Deliver(ctx, agency, d, it.hdr)
 	switch {
 	case out.Err == nil && out.Pull:
+		p.cfg.Logger.InfoContext(ctx, "message in the pull inbox", slog.String("msg_id", c.ID), slog.String("agency", agency))
 		_ = it.m.Ack() // delivered when the agency acks its inbox
 	case out.Err == nil:
 		now := p.cfg.Now()
 		r := &envelope.Receipt{Status: envelope.StatusDelivered, Recipient: d.Recipient, DeliveredAt: now.Unix()}
 		if p.issue(ctx, it, r, api.StatusDelivered, "") {
+			p.cfg.Logger.InfoContext(ctx, "message delivered", slog.String("msg_id", c.ID), slog.String("agency", agency))
 			_ = it.m.Ack()
 		}
 	case out.Permanent:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -191,7 +192,7 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 			continue
 		}
 		id := out.Header.Get(jetstream.MsgIDHeader)
-		_, spans[i] = f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, m.Headers()), out.Header, out.Subject, id, true)
+		_, spans[i] = f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, m.Headers()), out.Header, out.Subject, id, true, typeAttr(out.Subject)...)
 		futures[i], err = f.border.PublishMsgAsync(out, jetstream.WithExpectStream(transport.StreamIn))
 		if err != nil {
 			spans[i].SetStatus(codes.Error, "publish to the peer failed")
@@ -243,6 +244,15 @@ func (f *Forwarder) settle(ctx context.Context, m jetstream.Msg, fut jetstream.P
 		f.cfg.OnRelayed(ctx, m.Headers().Get(jetstream.MsgIDHeader), m.Headers())
 	}
 	return true
+}
+
+// typeAttr is the message type attribute of a span about subject, none
+// for a receipt.
+func typeAttr(subject string) []attribute.KeyValue {
+	if _, _, kind, typ, err := transport.ParseXSubject(subject); err == nil && kind == "msg" {
+		return []attribute.KeyValue{transport.AttrMessageType.String(typ)}
+	}
+	return nil
 }
 
 // peerMsg maps an outbox item to the peer's inbound subject, keeping its

@@ -212,7 +212,7 @@ func (f *Forwarder) Resend(ctx context.Context, seq uint64, id string, n int) er
 	m := nats.NewMsg(out)
 	m.Data = raw.Data
 	m.Header.Set(jetstream.MsgIDHeader, id+".resend."+strconv.Itoa(n))
-	ctx, span := f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, raw.Header), m.Header, m.Subject, id, true)
+	ctx, span := f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, raw.Header), m.Header, m.Subject, id, true, typeAttr(m.Subject)...)
 	defer span.End()
 	_, err = f.border.PublishMsg(ctx, m, jetstream.WithExpectStream(transport.StreamIn))
 	return err
