@@ -84,6 +84,13 @@ func startTel(t *testing.T, o telOptions) *telStack {
 	return x
 }
 
+// with returns x reporting to t (a subtest).
+func (x *telStack) with(t *testing.T) *telStack {
+	c := *x
+	c.t = t
+	return &c
+}
+
 // sendAndWait submits the example message of typ from party and waits until
 // the sender records it delivered.
 func (x *telStack) sendAndWait(from string, typ envelope.Type) *pair.Sent {
@@ -395,6 +402,7 @@ func TestTraceFollowsEachMessageAcrossBothGateways(t *testing.T) {
 	traces := map[trace.TraceID]string{}
 	for _, m := range sent {
 		t.Run(m.From+"_"+string(m.Type), func(t *testing.T) {
+			x := x.with(t)
 			want := wantTrace(m.From, m.To, m.Type, m.webhook)
 			tr := x.waitTrace(m.Sent, want)
 			if n := total(want); len(tr) != n {
