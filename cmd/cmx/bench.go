@@ -209,7 +209,15 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	}
 	var errs []error
 	for r := range b.o.reps {
+		idle0, err := b.st.sample()
+		if err != nil {
+			return nil, err
+		}
 		before, err := b.kit.measure(ctx, b.o.floorTime/2)
+		if err != nil {
+			return nil, err
+		}
+		idle1, err := b.st.sample()
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +231,11 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 		res.Floor.Runs = append(res.Floor.Runs, *fr)
 		if p1 != nil {
 			p1.FloorMsgsPerSec = round3(fr.MsgsPerSec)
-			p1.Ratio = p1.Throughput / fr.MsgsPerSec
+			p1.Ratio = round3(p1.Throughput / fr.MsgsPerSec)
+			p1.IdleCPUMsPerSec = round3((idle1.cpu[0] + idle1.cpu[1] - idle0.cpu[0] - idle0.cpu[1]).Seconds() * 1000 / before.Seconds)
+			if g := p1.CPUMsPerMsg["gateways"]; g > 0 {
+				p1.CPURatio = round3(fr.CPUMsPerMsg / g)
+			}
 			res.Phase1.Runs = append(res.Phase1.Runs, *p1)
 			b.logf("rep %d/%d: %.1f msg/s delivered, crypto floor %.0f msg/s, ratio %.3f", r+1, b.o.reps, p1.Throughput, fr.MsgsPerSec, p1.Ratio)
 		}
@@ -259,6 +271,9 @@ func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
 
 // phase1 sends n messages flat out and measures throughput and CPU.
 func (b *bench) phase1(ctx context.Context, n int) (*phase1Run, error) {
+	if _, err := b.st.waitQuiet(ctx, 10*time.Second); err != nil {
+		return nil, err
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	t := newTracker(b.st, n, pollPolicy{first: 2 * time.Millisecond, max: 100 * time.Millisecond, workers: 8})
@@ -332,6 +347,11 @@ func (b *bench) phase2(ctx context.Context, p1 float64) (*phase2Result, error) {
 		n = min(b.o.count, max(10, int(rate*20)))
 	}
 	b.logf("phase 2: %d messages at %.1f msg/s offered", n, rate)
+	if waited, err := b.st.waitQuiet(ctx, 10*time.Second); err != nil {
+		return nil, err
+	} else if waited > time.Second {
+		b.logf("phase 2: waited %.1f s for the gateways to finish earlier work", waited.Seconds())
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	poll := pollPolicy{first: time.Millisecond, max: 4 * time.Millisecond, workers: 8}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,9 @@ type floorRun struct {
 	Messages   int64   `json:"messages"`
 	Seconds    float64 `json:"seconds"`
 	MsgsPerSec float64 `json:"msgs_per_sec"`
+	// CPUMsPerMsg is this process's CPU time per message during the loop:
+	// what one message's JOSE work costs, whatever else the machine runs.
+	CPUMsPerMsg float64 `json:"cpu_ms_per_msg"`
 	// Mean wall time of each operation inside the loop, with every core
 	// busy: seal, open, one receipt signature, one receipt verification.
 	OpMicros map[string]float64 `json:"op_us"`
@@ -28,7 +32,8 @@ type floorRun struct {
 // machine whose load drifts.
 func (r *floorRun) merge(o *floorRun) *floorRun {
 	n, secs := r.Messages+o.Messages, r.Seconds+o.Seconds
-	m := &floorRun{Messages: n, Seconds: round3(secs), MsgsPerSec: round3(float64(n) / secs), OpMicros: map[string]float64{}}
+	m := &floorRun{Messages: n, Seconds: round3(secs), MsgsPerSec: round3(float64(n) / secs), OpMicros: map[string]float64{},
+		CPUMsPerMsg: round3((r.CPUMsPerMsg*float64(r.Messages) + o.CPUMsPerMsg*float64(o.Messages)) / float64(max(n, 1)))}
 	for k, v := range r.OpMicros {
 		m.OpMicros[k] = round3((v*float64(r.Messages) + o.OpMicros[k]*float64(o.Messages)) / float64(max(n, 1)))
 	}
@@ -124,6 +129,10 @@ func (k *floorKit) measure(ctx context.Context, d time.Duration) (*floorRun, err
 	var firstErr error
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	cpu0, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range workers {
@@ -149,10 +158,15 @@ func (k *floorKit) measure(ctx context.Context, d time.Duration) (*floorRun, err
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
+	cpu1, err := procCPU(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	if firstErr != nil {
 		return nil, fmt.Errorf("crypto floor: %w", firstErr)
 	}
-	r := &floorRun{Messages: n.Load(), Seconds: secs, MsgsPerSec: float64(n.Load()) / secs, OpMicros: map[string]float64{}}
+	r := &floorRun{Messages: n.Load(), Seconds: secs, MsgsPerSec: float64(n.Load()) / secs, OpMicros: map[string]float64{},
+		CPUMsPerMsg: (cpu1 - cpu0).Seconds() * 1000 / float64(max(n.Load(), 1))}
 	for i, name := range floorOps {
 		per := 1.0 // two receipts per message
 		if i >= 2 {

@@ -26,6 +26,7 @@ type benchResult struct {
 		Runs       []phase1Run `json:"runs"`
 		Throughput spread      `json:"throughput"`     // delivered msg/s
 		Ratio      spread      `json:"ratio"`          // throughput / crypto floor of the same repetition
+		CPURatio   spread      `json:"cpu_ratio"`      // JOSE CPU per message / both gateways' CPU per message
 		CPUPerMsg  spread      `json:"cpu_ms_per_msg"` // both gateways
 	} `json:"phase1"`
 	Phase2     *phase2Result      `json:"phase2,omitempty"`
@@ -59,15 +60,22 @@ type phase1Run struct {
 	// submission to the last delivered status. IngressRate is 202s per
 	// second while submitting: flat out, the ingress runs ahead of the
 	// pipeline and the outbox absorbs the difference.
-	WallSeconds       float64            `json:"wall_seconds"`
-	Throughput        float64            `json:"throughput"`
-	IngressRate       float64            `json:"ingress_rate"`
-	FloorMsgsPerSec   float64            `json:"floor_msgs_per_sec"`
-	Ratio             float64            `json:"ratio"`
+	WallSeconds     float64 `json:"wall_seconds"`
+	Throughput      float64 `json:"throughput"`
+	IngressRate     float64 `json:"ingress_rate"`
+	FloorMsgsPerSec float64 `json:"floor_msgs_per_sec"`
+	Ratio           float64 `json:"ratio"`
+	// CPURatio is the floor's CPU per message over both gateways' CPU per
+	// message: the share of the gateways' work that is the JOSE work itself.
+	// It hardly depends on what else the machine runs.
+	CPURatio          float64            `json:"cpu_ratio"`
 	CPUSeconds        map[string]float64 `json:"cpu_seconds"`
 	CPUMsPerMsg       map[string]float64 `json:"cpu_ms_per_msg"`
 	StatusReadsPerMsg float64            `json:"status_reads_per_msg"`
 	Ingress           latency            `json:"ingress"`
+	// IdleCPUMsPerSec is both gateways' CPU while nothing was sent (during
+	// the floor measurement before this run), in ms per second.
+	IdleCPUMsPerSec float64 `json:"idle_cpu_ms_per_s"`
 }
 
 // phase2Result is the fixed-load run.
@@ -111,13 +119,15 @@ func newResult(o *benchOpts, bodyBytes int) *benchResult {
 
 // summarise fills the medians and spreads.
 func (r *benchResult) summarise() {
-	var floor, thr, ratio, cpu []float64
+	var floor, thr, ratio, cpuRatio, cpu []float64
 	for _, f := range r.Floor.Runs {
 		floor = append(floor, f.MsgsPerSec)
 	}
 	for _, p := range r.Phase1.Runs {
 		thr, ratio, cpu = append(thr, p.Throughput), append(ratio, p.Ratio), append(cpu, p.CPUMsPerMsg["gateways"])
+		cpuRatio = append(cpuRatio, p.CPURatio)
 	}
+	r.Phase1.CPURatio = spreadOf(cpuRatio)
 	r.Floor.MsgsPerSec, r.Phase1.Throughput, r.Phase1.Ratio, r.Phase1.CPUPerMsg = spreadOf(floor), spreadOf(thr), spreadOf(ratio), spreadOf(cpu)
 }
 
@@ -230,17 +240,19 @@ func printResult(w io.Writer, r *benchResult, path string) {
 	row("phase 1 flat out, delivered msg/s", r.Phase1.Throughput, "%.1f")
 	row("RATIO phase 1 / floor", r.Phase1.Ratio, "%.3f")
 	row("CPU ms per message, both gateways", r.Phase1.CPUPerMsg, "%.2f")
+	row("cpu ratio: JOSE CPU / gateways' CPU", r.Phase1.CPURatio, "%.3f")
 	tw.Flush()
 	if n := len(r.Phase1.Runs); n > 0 {
 		last := r.Phase1.Runs[n-1]
 		fmt.Fprintf(w, "  last rep: CPU ms/msg US %.2f  JP %.2f  bench %.2f; ingress %.0f msg/s, p50 %.1f ms p99 %.1f ms\n",
 			last.CPUMsPerMsg["us"], last.CPUMsPerMsg["jp"], last.CPUMsPerMsg["bench"], last.IngressRate, last.Ingress.P50, last.Ingress.P99)
+		fmt.Fprintf(w, "  idle gateways (no load): %.1f ms CPU per second\n", last.IdleCPUMsPerSec)
 		fmt.Fprintf(w, "  measurement load: %.1f status reads/msg × %.3f ms CPU each = %.0f%% of the gateways' CPU per message\n",
 			last.StatusReadsPerMsg, r.StatusReadCPUMs, share(last.StatusReadsPerMsg*r.StatusReadCPUMs, last.CPUMsPerMsg["gateways"]))
 		if f := r.Floor.Runs; len(f) > 0 {
 			o := f[len(f)-1].OpMicros
-			fmt.Fprintf(w, "  floor per op (µs, all cores busy): seal %.0f  open %.0f  receipt sign %.0f  receipt verify %.0f\n",
-				o["seal"], o["open"], o["receipt_sign"], o["receipt_verify"])
+			fmt.Fprintf(w, "  floor: %.2f ms CPU per message; per op (µs, all cores busy): seal %.0f  open %.0f  receipt sign %.0f  receipt verify %.0f\n",
+				f[len(f)-1].CPUMsPerMsg, o["seal"], o["open"], o["receipt_sign"], o["receipt_verify"])
 		}
 	}
 	fmt.Fprintf(w, "  peak RSS (MiB): US %.1f  JP %.1f  bench %.1f\n", r.PeakRSSMiB["us"], r.PeakRSSMiB["jp"], r.PeakRSSMiB["bench"])

@@ -243,6 +243,30 @@ func (s *stack) sample() (procSample, error) {
 	return ps, nil
 }
 
+// waitQuiet waits until the gateways use less than a tenth of a core over
+// 200 ms (leftover work of a previous phase done), at most max; it returns
+// how long it waited.
+func (s *stack) waitQuiet(ctx context.Context, max time.Duration) (time.Duration, error) {
+	start := time.Now()
+	prev, err := s.sample()
+	for err == nil && time.Since(start) < max {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		var cur procSample
+		if cur, err = s.sample(); err != nil {
+			break
+		}
+		if busy := cur.cpu[0] + cur.cpu[1] - prev.cpu[0] - prev.cpu[1]; busy < 20*time.Millisecond {
+			break
+		}
+		prev = cur
+	}
+	return time.Since(start), err
+}
+
 // clockTick is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100
 // on every Linux architecture Go supports.
 const clockTick = 10 * time.Millisecond
