@@ -29,7 +29,7 @@ func TestTwoGovernments(t *testing.T) {
 	makeTrialPKI(t, cmxBin, filepath.Join(root, dirJP), "JP")
 	exchangePublicFiles(t, root)
 
-	usNATS, jpNATS := bootNATS(t, root, passwords)
+	usNATS, jpNATS := bootNATS(t, root, passwords, nil)
 	jp := startGateway(t, cmxdBin, filepath.Join(root, dirJP), "JP", jpNATS.clientURL(), passwords["JP"])
 	us := startGateway(t, cmxdBin, filepath.Join(root, dirUS), "US", usNATS.clientURL(), passwords["US"])
 	x := &exchange{gw: map[string]*gatewayProc{"US": us, "JP": jp}, pulled: map[string]int{}}

@@ -140,16 +140,17 @@ func exchangePublicFiles(t *testing.T, root string) {
 // solicits it) from the configs in root, with the PKI and the exchanged
 // files in place, and waits for the leafnode. passwords are the gateway
 // users' clear-text passwords; the servers get their bcrypt hashes.
-func bootNATS(t *testing.T, root string, passwords map[string]string) (us, jp *natsServer) {
+// mutate, if not nil, may change a party's parsed options (border tests).
+func bootNATS(t *testing.T, root string, passwords map[string]string, mutate map[string]func(*server.Options)) (us, jp *natsServer) {
 	t.Helper()
-	jp = startNATS(t, "nats-jp", filepath.Join(root, dirJP, "nats.conf"), natsEnv(t, filepath.Join(root, dirJP), map[string]string{
+	jp = startNATSWith(t, "nats-jp", filepath.Join(root, dirJP, "nats.conf"), natsEnv(t, filepath.Join(root, dirJP), map[string]string{
 		"CMXNATS_PORT": "-1", "CMXNATS_MONITOR_PORT": "-1", "CMXNATS_LEAF_HOST": "127.0.0.1", "CMXNATS_LEAF_PORT": "-1",
 		"CMXNATS_GATEWAY_PASSWORD": bcryptHash(t, passwords["JP"]),
-	}))
-	us = startNATS(t, "nats-us", filepath.Join(root, dirUS, "nats.conf"), natsEnv(t, filepath.Join(root, dirUS), map[string]string{
+	}), mutate["JP"])
+	us = startNATSWith(t, "nats-us", filepath.Join(root, dirUS, "nats.conf"), natsEnv(t, filepath.Join(root, dirUS), map[string]string{
 		"CMXNATS_PORT": "-1", "CMXNATS_MONITOR_PORT": "-1", "CMXNATS_LEAF_URL": jp.leafURL(t),
 		"CMXNATS_GATEWAY_PASSWORD": bcryptHash(t, passwords["US"]),
-	}))
+	}), mutate["US"])
 	waitLeaf(t, 1, us, jp)
 	return us, jp
 }
@@ -182,18 +183,25 @@ func parseNATS(t *testing.T, conf string, env map[string]string) *server.Options
 
 // natsServer is a nats-server started in-process from a deploy config.
 type natsServer struct {
-	name string
-	conf string
-	env  map[string]string
-	srv  *server.Server
-	log  *logRecorder
+	name   string
+	conf   string
+	env    map[string]string
+	mutate func(*server.Options) // nil, or a deliberate departure from the config (border tests)
+	srv    *server.Server
+	log    *logRecorder
 }
 
 // startNATS parses conf with env and starts the server. It is shut down
 // when the test ends.
 func startNATS(t *testing.T, name, conf string, env map[string]string) *natsServer {
 	t.Helper()
-	n := &natsServer{name: name, conf: conf, env: env, log: &logRecorder{}}
+	return startNATSWith(t, name, conf, env, nil)
+}
+
+// startNATSWith is startNATS with mutate applied to the parsed options.
+func startNATSWith(t *testing.T, name, conf string, env map[string]string, mutate func(*server.Options)) *natsServer {
+	t.Helper()
+	n := &natsServer{name: name, conf: conf, env: env, mutate: mutate, log: &logRecorder{}}
 	n.start(t)
 	t.Cleanup(n.shutdown)
 	return n
@@ -203,6 +211,9 @@ func (n *natsServer) start(t *testing.T) {
 	t.Helper()
 	opts := parseNATS(t, n.conf, n.env)
 	opts.NoSigs = true // the test process owns its signals
+	if n.mutate != nil {
+		n.mutate(opts)
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("%s: new server: %v", n.name, err)
@@ -295,16 +306,19 @@ func (l *logRecorder) Debugf(format string, v ...any)  { l.add("DBG", format, v)
 func (l *logRecorder) Tracef(format string, v ...any)  { l.add("TRC", format, v) }
 
 // count is the number of lines matching re.
-func (l *logRecorder) count(re *regexp.Regexp) int {
+func (l *logRecorder) count(re *regexp.Regexp) int { return len(l.matching(re)) }
+
+// matching returns the lines matching re, oldest first.
+func (l *logRecorder) matching(re *regexp.Regexp) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
+	var out []string
 	for _, s := range l.lines {
 		if re.MatchString(s) {
-			n++
+			out = append(out, s)
 		}
 	}
-	return n
+	return out
 }
 
 func (l *logRecorder) dump() string {
