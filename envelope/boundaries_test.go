@@ -3,8 +3,6 @@ package envelope
 import (
 	"fmt"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -12,11 +10,9 @@ import (
 // goTool runs the go command of the toolchain running the tests.
 func goTool(t *testing.T, args ...string) string {
 	t.Helper()
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := exec.LookPath(gobin); err != nil {
-		if gobin, err = exec.LookPath("go"); err != nil {
-			t.Skip("go command not available")
-		}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to list dependencies: %v", err)
 	}
 	out, err := exec.Command(gobin, args...).CombinedOutput()
 	if err != nil {
