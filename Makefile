@@ -19,6 +19,21 @@ build: ## build cmxd and cmx into ./bin
 demo: ## run the whole exchange on this machine (two gateways, two NATS servers, a leafnode)
 	@$(GO) run ./cmd/cmx demo
 
+# Trial PKI and secrets for both parties (deploy/README.md); deploy/*/pki/ is
+# gitignored and never committed. The TLS server certificates also name the
+# compose services, so the trial in deploy/compose.yaml works as is.
+DEPLOY_HOSTS_US ?= localhost,127.0.0.1,::1,nats-us
+DEPLOY_HOSTS_JP ?= localhost,127.0.0.1,::1,nats-jp
+
+.PHONY: deploy-pki
+deploy-pki: ## trial PKI and secrets of both parties in deploy/us/pki, deploy/jp/pki (never committed)
+	@$(GO) run ./cmd/cmx pki init --party US --out deploy/us/pki --hosts $(DEPLOY_HOSTS_US)
+	@$(GO) run ./cmd/cmx pki init --party JP --out deploy/jp/pki --hosts $(DEPLOY_HOSTS_JP)
+	@set -e; umask 077; for side in us jp; do \
+	  pw=$$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'); \
+	  printf 'CMXNATS_GATEWAY_PASSWORD=%s\nCMX_NATS_PASSWORD=%s\n' "$$pw" "$$pw" > deploy/$$side/pki/secret.env; \
+	done; echo "wrote deploy/us/pki/secret.env and deploy/jp/pki/secret.env (trial gateway passwords)"
+
 .PHONY: interop-deps
 interop-deps:
 	@if command -v npm >/dev/null 2>&1; then cd envelope/interop && npm ci --silent --no-audit --no-fund >/dev/null; fi
