@@ -126,6 +126,9 @@ type bench struct {
 	tmpDir string   // removed at close
 	last   *tracker // of the last phase 1 run, for readCost
 	phase  int      // phase 1 runs so far (the warm-up is 1)
+	// byMetrics: phase 1 watches the delivered counters of GET /metrics
+	// instead of reading each message's status while it runs.
+	byMetrics bool
 }
 
 // timeline keeps the per-message times of a phase in the working
@@ -207,6 +210,12 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	if _, err := b.phase1(ctx, min(50, b.o.count)); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
+	if _, err := b.st.sides[0].deliveredCount(ctx); err != nil {
+		b.logf("phase 1 completion by status polling: %v", err)
+	} else {
+		b.byMetrics = true
+		res.Setup.Completion = "metrics"
+	}
 	var errs []error
 	for r := range b.o.reps {
 		idle0, err := b.st.sample()
@@ -260,6 +269,13 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	} else {
 		errs = append(errs, err)
 	}
+	if b.byMetrics {
+		if cost, err := b.scrapeCost(ctx, 200); err == nil {
+			res.ScrapeCPUMs = cost
+		} else {
+			errs = append(errs, err)
+		}
+	}
 	res.Machine.LoadAvgEnd = loadAvg()
 	if b.o.profile != "" {
 		res.Profiles = map[string]string{"us": filepath.Join(b.o.profile, "us-cpu.pprof"), "jp": filepath.Join(b.o.profile, "jp-cpu.pprof")}
@@ -276,28 +292,57 @@ func (b *bench) phase1(ctx context.Context, n int) (*phase1Run, error) {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	t := newTracker(b.st, n, pollPolicy{first: 2 * time.Millisecond, max: 100 * time.Millisecond, workers: 8})
+	policy := pollPolicy{first: 2 * time.Millisecond, max: 200 * time.Millisecond, firstLeg: 1, gapLeg: 0.5, workers: 8}
+	if b.byMetrics {
+		policy.workers = 0 // no status reads while measuring
+	}
+	t := newTracker(b.st, n, policy)
 	t.run(pctx)
+	var base int64
+	var err error
+	if b.byMetrics {
+		if base, err = b.delivered(pctx); err != nil {
+			return nil, err
+		}
+	}
 	s0, err := b.st.sample()
 	if err != nil {
 		return nil, err
 	}
-	flatOut(pctx, t, b.sub, n, b.o.conc, b.o.both)
-	waitErr := t.wait(pctx, b.o.stall)
+	submitted := make(chan struct{})
+	go func() {
+		flatOut(pctx, t, b.sub, n, b.o.conc, b.o.both)
+		close(submitted)
+	}()
+	var end time.Time
+	var scrapes int
+	var waitErr error
+	if b.byMetrics {
+		end, scrapes, waitErr = b.watchDelivered(pctx, t, submitted, base)
+	} else {
+		<-submitted
+		waitErr = t.wait(pctx, b.o.stall)
+	}
 	s1, err := b.st.sample()
-	cancel()
 	if err != nil {
 		return nil, err
 	}
+	<-submitted
+	if b.byMetrics && waitErr == nil {
+		waitErr = t.verify(pctx, b.o.stall) // outside the measured window
+	}
+	cancel()
 	b.last = t
 	b.phase++
 	b.timeline(fmt.Sprintf("phase1-%d", b.phase), t)
-	return phase1Of(t, s0, s1), waitErr
+	p := phase1Of(t, s0, s1, end)
+	p.MetricsScrapes = scrapes
+	return p, waitErr
 }
 
 // readCost measures the CPU one status read costs the sending gateway (the
 // measurement's own load): n reads of messages phase 1 delivered, from as
-// many workers as the tracker polls with, against the US gateway's CPU time.
+// many workers as phase 2 polls with, against the US gateway's CPU time.
 func (b *bench) readCost(ctx context.Context, n int) (float64, error) {
 	var ids []string
 	if b.last != nil {
@@ -318,7 +363,7 @@ func (b *bench) readCost(ctx context.Context, n int) (float64, error) {
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range b.last.policy.workers {
+	for range 8 {
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
 				_, _ = b.st.sides[0].messageStatus(ctx, ids[int(i)%len(ids)])
@@ -354,7 +399,7 @@ func (b *bench) phase2(ctx context.Context, p1 float64) (*phase2Result, error) {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	poll := pollPolicy{first: time.Millisecond, max: 4 * time.Millisecond, workers: 8}
+	poll := pollPolicy{first: time.Millisecond, max: 4 * time.Millisecond, firstLeg: 0.8, gapLeg: 0.25, workers: 8}
 	t := newTracker(b.st, n, poll)
 	t.run(pctx)
 	s0, err := b.st.sample()

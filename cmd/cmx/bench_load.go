@@ -31,13 +31,14 @@ type msgState struct {
 }
 
 // pollPolicy spaces the status reads of one message. The first read comes
-// after the delivery reached the agency, 4/5 of the recent mean time from
-// there to delivered (at least first); then the gap starts at a quarter of
-// that mean (at least first) and doubles. No gap exceeds max, which bounds
-// the error of a completion time.
+// after the delivery reached the agency, a fraction firstLeg of the recent
+// mean time from there to delivered (at least first); then the gap starts
+// at a fraction gapLeg of that mean (at least first) and doubles. No gap
+// exceeds max, which bounds the error of a completion time.
 type pollPolicy struct {
-	first, max time.Duration
-	workers    int // status reads in flight at once
+	first, max       time.Duration
+	firstLeg, gapLeg float64
+	workers          int // status reads in flight at once
 }
 
 // tracker follows the messages of one phase from submission to the
@@ -126,9 +127,10 @@ func (t *tracker) accepted(id string, side int, start, acked time.Time, err erro
 
 // schedule queues the next status read of m; t.mu is held.
 func (t *tracker) schedule(m *msgState) {
-	d := max(t.policy.first, t.leg*4/5)
+	leg := float64(t.leg)
+	d := max(t.policy.first, time.Duration(leg*t.policy.firstLeg))
 	if m.tries > 0 {
-		d = max(t.policy.first, t.leg/4) << min(m.tries-1, 16)
+		d = max(t.policy.first, time.Duration(leg*t.policy.gapLeg)) << min(m.tries-1, 16)
 	}
 	m.tries++
 	time.AfterFunc(min(d, t.policy.max), func() { t.ready <- m })

@@ -33,8 +33,10 @@ type benchResult struct {
 	PeakRSSMiB map[string]float64 `json:"peak_rss_mib"` // VmHWM of each process over the whole run
 	// StatusReadCPUMs is the US gateway's CPU per status read, measured
 	// apart: the measurement's own load is status_reads_per_msg times this.
-	StatusReadCPUMs float64           `json:"status_read_cpu_ms"`
-	Profiles        map[string]string `json:"profiles,omitempty"`
+	StatusReadCPUMs float64 `json:"status_read_cpu_ms"`
+	// ScrapeCPUMs is the US gateway's CPU per GET /metrics, measured apart.
+	ScrapeCPUMs float64           `json:"metrics_scrape_cpu_ms,omitempty"`
+	Profiles    map[string]string `json:"profiles,omitempty"`
 }
 
 // setupInfo is what ran.
@@ -46,6 +48,7 @@ type setupInfo struct {
 	Concurrency int    `json:"concurrency"`
 	Reps        int    `json:"reps"`
 	Idempotency bool   `json:"idempotency_key"`
+	Completion  string `json:"phase1_completion"` // "metrics" or "status polling"
 	Stack       string `json:"stack"`
 	Measurement string `json:"measurement"`
 }
@@ -71,7 +74,8 @@ type phase1Run struct {
 	CPURatio          float64            `json:"cpu_ratio"`
 	CPUSeconds        map[string]float64 `json:"cpu_seconds"`
 	CPUMsPerMsg       map[string]float64 `json:"cpu_ms_per_msg"`
-	StatusReadsPerMsg float64            `json:"status_reads_per_msg"`
+	StatusReadsPerMsg float64            `json:"status_reads_per_msg"` // while measuring
+	MetricsScrapes    int                `json:"metrics_scrapes"`      // while measuring
 	Ingress           latency            `json:"ingress"`
 	// IdleCPUMsPerSec is both gateways' CPU while nothing was sent (during
 	// the floor measurement before this run), in ms per second.
@@ -109,9 +113,12 @@ func newResult(o *benchOpts, bodyBytes int) *benchResult {
 			BodyBytes: bodyBytes, Type: string(benchType), Direction: dir, Count: o.count, Concurrency: o.conc, Reps: o.reps, Idempotency: o.idem,
 			Stack: "two cmxd processes, embedded NATS JetStream (file store, sync_interval always) joined by a mutual-TLS leafnode; " +
 				"accepted and delivered receipts; webhook agencies answering 204 at once; tracing as shipped (spans sampled, no exporter; clients send a sampled traceparent)",
-			Measurement: "completion = the sender's GET /v1/messages/{id} reads delivered (its delivered receipt verified); " +
-				"each message is read only after the receiving agency's webhook saw it, then with doubling gaps; " +
-				"CPU from /proc/<pid>/stat (utime+stime) over the phase, peak RSS from VmHWM",
+			Completion: "status polling",
+			Measurement: "delivered = the sender's status is delivered (its delivered receipt verified). Phase 1 ends at the " +
+				"first 50 ms scrape of the senders' GET /metrics whose cmx_messages_total{direction=outbound,status=delivered} " +
+				"has grown by every accepted message; each message's status is read once afterwards to check it. Phase 2 reads " +
+				"each message's status (GET /v1/messages/{id}) from when the receiving agency's webhook saw it, with gaps of at " +
+				"most 4 ms. CPU from /proc/<pid>/stat (utime+stime) over the phase, peak RSS from VmHWM",
 		},
 	}
 	return r
@@ -178,8 +185,11 @@ func cpuPerMsg(s0, s1 procSample, n int) (secs, perMsg map[string]float64) {
 	return secs, perMsg
 }
 
-func phase1Of(t *tracker, s0, s1 procSample) *phase1Run {
+func phase1Of(t *tracker, s0, s1 procSample, end time.Time) *phase1Run {
 	c := countsOf(t)
+	if !end.IsZero() {
+		c.last = end
+	}
 	p := &phase1Run{Messages: c.messages, Delivered: c.delivered, Incomplete: c.incomplete, SubmitErrors: len(t.submitErrs)}
 	if c.delivered > 0 {
 		wall := c.last.Sub(c.first).Seconds()
@@ -247,8 +257,9 @@ func printResult(w io.Writer, r *benchResult, path string) {
 		fmt.Fprintf(w, "  last rep: CPU ms/msg US %.2f  JP %.2f  bench %.2f; ingress %.0f msg/s, p50 %.1f ms p99 %.1f ms\n",
 			last.CPUMsPerMsg["us"], last.CPUMsPerMsg["jp"], last.CPUMsPerMsg["bench"], last.IngressRate, last.Ingress.P50, last.Ingress.P99)
 		fmt.Fprintf(w, "  idle gateways (no load): %.1f ms CPU per second\n", last.IdleCPUMsPerSec)
-		fmt.Fprintf(w, "  measurement load: %.1f status reads/msg × %.3f ms CPU each = %.0f%% of the gateways' CPU per message\n",
-			last.StatusReadsPerMsg, r.StatusReadCPUMs, share(last.StatusReadsPerMsg*r.StatusReadCPUMs, last.CPUMsPerMsg["gateways"]))
+		load := last.StatusReadsPerMsg*r.StatusReadCPUMs + float64(last.MetricsScrapes)*r.ScrapeCPUMs/float64(max(last.Delivered, 1))
+		fmt.Fprintf(w, "  measurement load: %.1f status reads/msg × %.3f ms + %d scrapes of /metrics × %.3f ms = %.1f%% of the gateways' CPU\n",
+			last.StatusReadsPerMsg, r.StatusReadCPUMs, last.MetricsScrapes, r.ScrapeCPUMs, share(load, last.CPUMsPerMsg["gateways"]))
 		if f := r.Floor.Runs; len(f) > 0 {
 			o := f[len(f)-1].OpMicros
 			fmt.Fprintf(w, "  floor: %.2f ms CPU per message; per op (µs, all cores busy): seal %.0f  open %.0f  receipt sign %.0f  receipt verify %.0f\n",
