@@ -115,7 +115,7 @@ func newResult(o *benchOpts, bodyBytes int) *benchResult {
 				"accepted and delivered receipts; webhook agencies answering 204 at once; tracing as shipped (spans sampled, no exporter; clients send a sampled traceparent)",
 			Completion: "status polling",
 			Measurement: "delivered = the sender's status is delivered (its delivered receipt verified). Phase 1 ends at the " +
-				"first 50 ms scrape of the senders' GET /metrics whose cmx_messages_total{direction=outbound,status=delivered} " +
+				"first 100 ms scrape of the senders' GET /metrics whose cmx_messages_total{direction=outbound,status=delivered} " +
 				"has grown by every accepted message; each message's status is read once afterwards to check it. Phase 2 reads " +
 				"each message's status (GET /v1/messages/{id}) from when the receiving agency's webhook saw it, with gaps of at " +
 				"most 4 ms. CPU from /proc/<pid>/stat (utime+stime) over the phase, peak RSS from VmHWM",

@@ -24,8 +24,8 @@ import (
 // status is read once to check that it is delivered.
 
 // scrapeGap is the time between two scrapes of the delivered counters: the
-// resolution of phase 1's end, well under 1 % of a run.
-const scrapeGap = 50 * time.Millisecond
+// resolution of phase 1's end, under 1 % of a run of 10 s or more.
+const scrapeGap = 100 * time.Millisecond
 
 var errNoCounter = errors.New("no cmx_messages_total delivered counter in /metrics")
 
