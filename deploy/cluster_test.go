@@ -92,7 +92,7 @@ func startCluster(t *testing.T, dir, gwPassword string) []*natsServer {
 	}
 	nodes := make([]*natsServer, 3)
 	for i := range nodes {
-		env := maps(common)
+		env := cloneEnv(common)
 		env["CMXNATS_ROUTE_PORT"] = strconv.Itoa(ports[i])
 		env["CMXNATS_STORE_DIR"] = filepath.Join(dir, "var", fmt.Sprintf("nats-%d", i+1))
 		name := fmt.Sprintf("nats-%d", i+1)

@@ -32,7 +32,7 @@ var bins struct {
 	err  error
 }
 
-// binaries builds cmxd and cmx (as "make build" does) and returns their
+// binaries builds cmxd and cmx (as deploy/Dockerfile does) and returns their
 // paths. TestMain removes them.
 func binaries(t *testing.T) (cmxd, cmx string) {
 	t.Helper()
@@ -42,6 +42,7 @@ func binaries(t *testing.T) (cmxd, cmx string) {
 		}
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bins.dir+string(os.PathSeparator), "./cmd/cmxd", "./cmd/cmx")
 		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as deploy/Dockerfile builds them
 		bins.out, bins.err = cmd.CombinedOutput()
 	})
 	if bins.err != nil {

@@ -239,7 +239,7 @@ func (n *natsServer) shutdown() {
 // same store.
 func (n *natsServer) stop(t *testing.T) {
 	t.Helper()
-	env := maps(n.env)
+	env := cloneEnv(n.env)
 	env["CMXNATS_PORT"] = strconv.Itoa(n.srv.Addr().(*net.TCPAddr).Port)
 	if _, ok := env["CMXNATS_LEAF_PORT"]; ok {
 		env["CMXNATS_LEAF_PORT"] = strconv.Itoa(n.leafPort(t))
@@ -265,7 +265,7 @@ func (n *natsServer) leafURL(t *testing.T) string {
 	return "tls://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(n.leafPort(t)))
 }
 
-func maps(m map[string]string) map[string]string {
+func cloneEnv(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
 		out[k] = v
