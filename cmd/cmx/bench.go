@@ -264,12 +264,14 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	if s, err := b.st.sample(); err == nil {
 		res.PeakRSSMiB = map[string]float64{"us": mib(s.hwm[0]), "jp": mib(s.hwm[1]), "bench": mib(s.hwm[2])}
 	}
-	if cost, err := b.readCost(ctx, 2000); err == nil {
+	if b.o.profile != "" {
+		// The profiles should show the phase, not the calibrations.
+	} else if cost, err := b.readCost(ctx, 2000); err == nil {
 		res.StatusReadCPUMs = cost
 	} else {
 		errs = append(errs, err)
 	}
-	if b.byMetrics {
+	if b.byMetrics && b.o.profile == "" {
 		if cost, err := b.scrapeCost(ctx, 200); err == nil {
 			res.ScrapeCPUMs = cost
 		} else {
