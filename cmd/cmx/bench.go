@@ -81,7 +81,7 @@ func (o *benchOpts) defaults() {
 		case o.size <= 64<<10:
 			o.count = 1500
 		default:
-			o.count = 150
+			o.count = 400
 		}
 	}
 }
