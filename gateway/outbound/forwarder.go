@@ -200,8 +200,11 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 		}
 	}
 	allOK := true
-	timeout := time.NewTimer(f.cfg.PubTimeout)
-	defer timeout.Stop()
+	// One deadline for the whole batch. A closed channel tells every
+	// settle that it passed; a timer's channel would tell only the first,
+	// and the others would wait for ever on PubAcks lost with the link.
+	deadline, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.cfg.PubTimeout)
+	defer cancel()
 	for i, fut := range futures {
 		if termed[i] {
 			continue
@@ -211,7 +214,7 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 			_ = msgs[i].NakWithDelay(time.Second)
 			continue
 		}
-		if !f.settle(ctx, msgs[i], fut, timeout.C) {
+		if !f.settle(ctx, msgs[i], fut, deadline.Done()) {
 			spans[i].SetStatus(codes.Error, "no PubAck from the peer")
 			allOK = false
 		}
@@ -219,7 +222,7 @@ func (f *Forwarder) forward(ctx context.Context, msgs []jetstream.Msg) bool {
 	return allOK
 }
 
-func (f *Forwarder) settle(ctx context.Context, m jetstream.Msg, fut jetstream.PubAckFuture, timeout <-chan time.Time) bool {
+func (f *Forwarder) settle(ctx context.Context, m jetstream.Msg, fut jetstream.PubAckFuture, timeout <-chan struct{}) bool {
 	var err error
 	select {
 	case <-fut.Ok():
