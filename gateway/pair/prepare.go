@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,9 @@ import (
 func Prepare(opts Options) (*Pair, error) {
 	if opts.Proxy {
 		return nil, errors.New("pair: Prepare does not support Options.Proxy")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pair{opts: opts}
 	for _, party := range []string{"US", "JP"} {
