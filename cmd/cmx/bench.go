@@ -218,38 +218,11 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 	}
 	var errs []error
 	for r := range b.o.reps {
-		idle0, err := b.st.sample()
-		if err != nil {
-			return nil, err
-		}
-		before, err := b.kit.measure(ctx, b.o.floorTime/2)
-		if err != nil {
-			return nil, err
-		}
-		idle1, err := b.st.sample()
-		if err != nil {
-			return nil, err
-		}
-		b.logf("rep %d/%d: phase 1: %d messages flat out", r+1, b.o.reps, b.o.count)
-		p1, err := b.phase1(ctx, b.o.count)
-		after, ferr := b.kit.measure(ctx, b.o.floorTime/2)
-		if ferr != nil {
-			return nil, ferr
-		}
-		fr := before.merge(after)
-		res.Floor.Runs = append(res.Floor.Runs, *fr)
-		if p1 != nil {
-			p1.FloorMsgsPerSec = round3(fr.MsgsPerSec)
-			p1.Ratio = round3(p1.Throughput / fr.MsgsPerSec)
-			p1.IdleCPUMsPerSec = round3((idle1.cpu[0] + idle1.cpu[1] - idle0.cpu[0] - idle0.cpu[1]).Seconds() * 1000 / before.Seconds)
-			if g := p1.CPUMsPerMsg["gateways"]; g > 0 {
-				p1.CPURatio = round3(fr.CPUMsPerMsg / g)
+		if err := b.repetition(ctx, r, res); err != nil {
+			if res.Phase1.Runs == nil {
+				return nil, err
 			}
-			res.Phase1.Runs = append(res.Phase1.Runs, *p1)
-			b.logf("rep %d/%d: %.1f msg/s delivered, crypto floor %.0f msg/s, ratio %.3f", r+1, b.o.reps, p1.Throughput, fr.MsgsPerSec, p1.Ratio)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("phase 1 rep %d: %w", r+1, err))
+			errs = append(errs, err)
 			break
 		}
 	}
@@ -261,28 +234,74 @@ func (b *bench) run(ctx context.Context) (*benchResult, error) {
 			errs = append(errs, fmt.Errorf("phase 2: %w", err))
 		}
 	}
+	errs = append(errs, b.finish(ctx, res)...)
+	return res, errors.Join(errs...)
+}
+
+// repetition measures the crypto floor just before and just after one
+// phase 1 run, and their ratio.
+func (b *bench) repetition(ctx context.Context, r int, res *benchResult) error {
+	idle0, err := b.st.sample()
+	if err != nil {
+		return err
+	}
+	before, err := b.kit.measure(ctx, b.o.floorTime/2)
+	if err != nil {
+		return err
+	}
+	idle1, err := b.st.sample()
+	if err != nil {
+		return err
+	}
+	b.logf("rep %d/%d: phase 1: %d messages flat out", r+1, b.o.reps, b.o.count)
+	p1, err := b.phase1(ctx, b.o.count)
+	after, ferr := b.kit.measure(ctx, b.o.floorTime/2)
+	if ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	fr := before.merge(after)
+	res.Floor.Runs = append(res.Floor.Runs, *fr)
+	if p1 != nil {
+		p1.FloorMsgsPerSec = round3(fr.MsgsPerSec)
+		p1.Ratio = round3(p1.Throughput / fr.MsgsPerSec)
+		p1.IdleCPUMsPerSec = round3((idle1.cpu[0] + idle1.cpu[1] - idle0.cpu[0] - idle0.cpu[1]).Seconds() * 1000 / before.Seconds)
+		if g := p1.CPUMsPerMsg["gateways"]; g > 0 {
+			p1.CPURatio = round3(fr.CPUMsPerMsg / g)
+		}
+		res.Phase1.Runs = append(res.Phase1.Runs, *p1)
+		b.logf("rep %d/%d: %.1f msg/s delivered, crypto floor %.0f msg/s, ratio %.3f", r+1, b.o.reps, p1.Throughput, fr.MsgsPerSec, p1.Ratio)
+	}
+	if err != nil {
+		return fmt.Errorf("phase 1 rep %d: %w", r+1, err)
+	}
+	return nil
+}
+
+// finish records peak memory and, unless profiling (the profiles should
+// show the phase, not the calibrations), what the measurement itself costs.
+func (b *bench) finish(ctx context.Context, res *benchResult) []error {
+	var errs []error
 	if s, err := b.st.sample(); err == nil {
 		res.PeakRSSMiB = map[string]float64{"us": mib(s.hwm[0]), "jp": mib(s.hwm[1]), "bench": mib(s.hwm[2])}
 	}
+	res.Machine.LoadAvgEnd = loadAvg()
 	if b.o.profile != "" {
-		// The profiles should show the phase, not the calibrations.
-	} else if cost, err := b.readCost(ctx, 2000); err == nil {
+		res.Profiles = map[string]string{"us": filepath.Join(b.o.profile, "us-cpu.pprof"), "jp": filepath.Join(b.o.profile, "jp-cpu.pprof")}
+		return nil
+	}
+	if cost, err := b.readCost(ctx, 2000); err == nil {
 		res.StatusReadCPUMs = cost
 	} else {
 		errs = append(errs, err)
 	}
-	if b.byMetrics && b.o.profile == "" {
+	if b.byMetrics {
 		if cost, err := b.scrapeCost(ctx, 200); err == nil {
 			res.ScrapeCPUMs = cost
 		} else {
 			errs = append(errs, err)
 		}
 	}
-	res.Machine.LoadAvgEnd = loadAvg()
-	if b.o.profile != "" {
-		res.Profiles = map[string]string{"us": filepath.Join(b.o.profile, "us-cpu.pprof"), "jp": filepath.Join(b.o.profile, "jp-cpu.pprof")}
-	}
-	return res, errors.Join(errs...)
+	return errs
 }
 
 func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }

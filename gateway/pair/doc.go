@@ -3,7 +3,9 @@
 // (optionally through a proxy that can cut the link), two gateways from
 // real YAML config files, and sample agencies on each side (webhook
 // receivers and pull inboxes). The demo, the end-to-end benchmark and the
-// integration tests all run on it.
+// integration tests all run on it. Start runs both gateways in this
+// process; Prepare only writes the PKI and configs (ports pinned), so each
+// gateway can run as its own cmxd process, as the benchmark runs them.
 //
 // Agencies: US — USTR (non-market practice reports), DOL-ILAB (labor
 // enforcement notices), TREAS-CFIUS (investment-review best practices, pull
