@@ -82,6 +82,13 @@ func (l *logBuf) dump(t *testing.T, last int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lines := strings.Split(strings.TrimSpace(l.b.String()), "\n")
+	var warn []string
+	for _, line := range lines {
+		if (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) && !strings.Contains(line, "Plaintext passwords") {
+			warn = append(warn, line)
+		}
+	}
+	t.Logf("warnings and errors of the gateways (%d):\n%s", len(warn), strings.Join(warn[max(0, len(warn)-300):], "\n"))
 	t.Logf("last %d log lines of the gateways:\n%s", last, strings.Join(lines[max(0, len(lines)-last):], "\n"))
 }
 
