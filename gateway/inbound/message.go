@@ -65,7 +65,7 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	if err != nil {
 		if envelope.IsTransient(err) {
 			p.cfg.Logger.WarnContext(ctx, "inbound message not yet valid; holding it", slog.String("msg_id", it.id), slog.Any("err", err))
-			p.nak(it, 0)
+			p.retry(it)
 			return
 		}
 		p.cfg.Logger.WarnContext(ctx, "inbound envelope refused", slog.String("msg_id", it.id),
@@ -84,7 +84,7 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	rec, dup, err := p.claim(ctx, it)
 	if err != nil {
 		p.cfg.Logger.WarnContext(ctx, "dedup claim failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
-		p.nak(it, 0)
+		p.retry(it)
 		return
 	}
 	switch {
@@ -193,7 +193,7 @@ func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, st
 	if _, err := p.issuer.Issue(ctx, r, it.hdr); err != nil {
 		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be issued; holding the message",
 			slog.String("msg_id", it.id), slog.String("status", string(r.Status)), slog.Any("err", err))
-		p.nak(it, 0)
+		p.retry(it)
 		return false
 	}
 	key := ledger.SeenKey(p.cfg.Peer, it.id)
@@ -202,7 +202,7 @@ func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, st
 	})
 	if err != nil {
 		p.cfg.Logger.WarnContext(ctx, "ledger update failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
-		p.nak(it, 0)
+		p.retry(it)
 		return false
 	}
 	return true
@@ -236,7 +236,7 @@ func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelop
 	r := &envelope.Receipt{Msg: it.id, Status: envelope.StatusRejected, Reason: reason, EnvSHA256: it.digest}
 	if _, err := p.issuer.IssueUnopened(ctx, r, it.hdr); err != nil {
 		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be issued; holding the message", slog.String("msg_id", it.id), slog.Any("err", err))
-		p.nak(it, 0)
+		p.retry(it)
 		return
 	}
 	_ = it.m.Ack()
@@ -247,7 +247,7 @@ func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelop
 func (p *Processor) duplicate(ctx context.Context, it *item) {
 	n, err := p.issuer.Resend(ctx, it.id, strconv.FormatUint(it.seq, 10), it.hdr)
 	if err != nil {
-		p.nak(it, 0)
+		p.retry(it)
 		return
 	}
 	p.cfg.Logger.InfoContext(ctx, "duplicate envelope answered with the original receipts",
@@ -266,7 +266,7 @@ func (p *Processor) equivocation(ctx context.Context, it *item, rec *ledger.Reco
 		r.MsgSHA256 = it.opened.MsgSHA256
 	}
 	if _, err := p.issuer.IssueConflict(ctx, r, it.hdr); err != nil {
-		p.nak(it, 0)
+		p.retry(it)
 		return
 	}
 	_, _ = p.seen.Update(ctx, ledger.SeenKey(p.cfg.Peer, it.id), func(rec *ledger.Record) bool {
@@ -281,6 +281,17 @@ func (p *Processor) equivocation(ctx context.Context, it *item, rec *ledger.Reco
 	_ = it.m.Ack()
 }
 
+// retry hands a message back after a local, transient failure (storage,
+// our clock): soon, whatever the attempt count, since nothing outside us
+// needs sparing.
+func (p *Processor) retry(it *item) {
+	_ = it.m.NakWithDelay(min(Backoff(it.tries, 0), maxLocalRetry))
+}
+
+// maxLocalRetry caps the redelivery delay after local failures.
+const maxLocalRetry = 5 * time.Second
+
+// nak hands a message back after the agency failed: Backoff spares it.
 func (p *Processor) nak(it *item, retryAfter time.Duration) {
 	_ = it.m.NakWithDelay(Backoff(it.tries, retryAfter))
 }

@@ -216,7 +216,7 @@ func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 	default:
 		p.cfg.Logger.WarnContext(ctx, "receipt not accepted yet; retrying", slog.Any("err", err))
-		_ = m.NakWithDelay(Backoff(attempt, 0))
+		_ = m.NakWithDelay(min(Backoff(attempt, 0), maxLocalRetry))
 	}
 }
 
