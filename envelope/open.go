@@ -49,8 +49,32 @@ var errOpener = errors.New("envelope: Opener needs Self, Peer and Keys")
 // Open decrypts and verifies env at time now, running the checks listed in
 // the package documentation in that order. Every failure is an *Error.
 func (o *Opener) Open(env []byte, now time.Time) (*Opened, error) {
+	plain, e := o.decryptInner(env, now)
+	if e != nil {
+		return nil, e
+	}
+	op, e := o.openInner(string(plain), now)
+	if e != nil {
+		return nil, e
+	}
+	op.EnvSHA256 = Digest(env)
+	return op, nil
+}
+
+// DecryptInner runs Open's checks up to decryption (size, form, outer
+// header, key, decrypt) and returns the inner JWS without verifying it: for
+// evidence, whose readers verify it themselves (OpenInner, cmx verify).
+func (o *Opener) DecryptInner(env []byte, now time.Time) ([]byte, error) {
+	plain, e := o.decryptInner(env, now)
+	if e != nil {
+		return nil, e
+	}
+	return plain, nil
+}
+
+func (o *Opener) decryptInner(env []byte, now time.Time) ([]byte, *Error) {
 	if o.Self == "" || o.Peer == nil || o.Keys == nil {
-		return nil, errOpener
+		return nil, &Error{Reason: ReasonMalformed, Err: errOpener}
 	}
 	if len(env) > o.Limits.MaxEnvelopeBytes() {
 		return nil, fail(ReasonTooLarge, wrap(ErrTooLarge, "envelope over the size cap"))
@@ -71,16 +95,7 @@ func (o *Opener) Open(env []byte, now time.Time) (*Opened, error) {
 	if e != nil {
 		return nil, e
 	}
-	plain, e := decrypt(tok, key)
-	if e != nil {
-		return nil, e
-	}
-	op, e := o.openInner(string(plain), now)
-	if e != nil {
-		return nil, e
-	}
-	op.EnvSHA256 = Digest(env)
-	return op, nil
+	return decrypt(tok, key)
 }
 
 // OpenInner verifies an already decrypted inner JWS at time now (auditors,

@@ -153,20 +153,39 @@ func (b backend) Evidence(ctx context.Context, agency, id string) (*api.Evidence
 		return nil, err
 	}
 	ev := &api.Evidence{ID: id, Direction: rec.Direction, Receipts: rs.Receipts, Chains: map[string]string{}}
+	if err := b.envelopeEvidence(ctx, rec, ev); err != nil {
+		return nil, err
+	}
+	ev.Chains[b.n.cfg.Party] = string(certs.EncodeCertificates(b.n.keys.signing.Chain...))
+	return ev, nil
+}
+
+// envelopeEvidence adds the stored envelope and the inner JWS: for a sent
+// message both come from the outbox item; for a received one the envelope
+// comes from CMX_IN and is decrypted again with our key.
+func (b backend) envelopeEvidence(ctx context.Context, rec *ledger.Record, ev *api.Evidence) error {
 	stream := transport.StreamOut
 	if rec.Direction == api.Inbound {
 		stream = transport.StreamIn
 	}
-	if rec.Seq > 0 {
-		if m, err := b.n.js.Stream(ctx, stream); err == nil {
-			if raw, err := m.GetMsg(ctx, rec.Seq); err == nil && envelope.Digest(raw.Data) == rec.EnvSHA256 {
-				ev.Envelope = string(raw.Data)
-			}
-		}
+	if rec.Seq == 0 {
+		return nil
 	}
-	ev.Message = rec.JWS
-	ev.Chains[b.n.cfg.Party] = string(certs.EncodeCertificates(b.n.keys.signing.Chain...))
-	return ev, nil
+	s, err := b.n.js.Stream(ctx, stream)
+	if err != nil {
+		return unavailable(err)
+	}
+	raw, err := s.GetMsg(ctx, rec.Seq)
+	if err != nil || envelope.Digest(raw.Data) != rec.EnvSHA256 {
+		return nil // aged out of the stream (outage budget): the digests remain in the receipts
+	}
+	ev.Envelope = string(raw.Data)
+	if rec.Direction == api.Outbound {
+		ev.Message = raw.Header.Get(transport.HeaderJWS)
+	} else if jws, err := b.n.opener.DecryptInner(raw.Data, b.n.now()); err == nil {
+		ev.Message = string(jws)
+	}
+	return nil
 }
 
 func (b backend) Inbox(ctx context.Context, agency string, limit int) ([]api.Delivery, error) {

@@ -57,6 +57,7 @@ type Node struct {
 	inbox      *delivery.Inbox
 	dir        *directory
 	statusKV   jetstream.KeyValue
+	opener     *envelope.Opener
 
 	tel     *telemetry.Providers
 	ownTel  bool // created by New: shut down by Run
@@ -245,6 +246,10 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 		}
 	}
 	n.js, n.statusKV = js, kv[transport.BucketStatus]
+	n.opener = &envelope.Opener{
+		Self: n.cfg.Party, Peer: n.keys.peerTrust, Keys: n.keys.decryption, MaxLifetime: n.cfg.budget() + 24*time.Hour,
+		ValidateBody: envelope.ValidateBody,
+	}
 	n.sent, n.seen, n.rcpts = ledger.Sent(kv[transport.BucketStatus]), ledger.Seen(kv[transport.BucketSeen]), ledger.NewReceipts(kv[transport.BucketReceipts])
 	n.sent.OnEvent, n.seen.OnEvent = n.onSentEvent, n.metrics.onEvent
 	n.inbox = delivery.NewInbox(kv[transport.BucketInbox])
@@ -278,10 +283,7 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 
 // processor builds the inbound stage.
 func (n *Node) processor() *inbound.Processor {
-	opener := &envelope.Opener{
-		Self: n.cfg.Party, Peer: n.keys.peerTrust, Keys: n.keys.decryption, MaxLifetime: n.cfg.budget() + 24*time.Hour,
-		ValidateBody: envelope.ValidateBody,
-	}
+	opener := n.opener
 	acceptor := receipts.NewAcceptor(receipts.AcceptorConfig{
 		Verifier: &envelope.ReceiptVerifier{Self: n.cfg.Party, Peer: n.keys.peerTrust},
 		Now:      n.now, Logger: n.logger, Tracing: n.tracing("receipts"),

@@ -9,26 +9,22 @@ import (
 
 // Record is what the ledger knows about one message, sent or received.
 type Record struct {
-	ID            string `json:"id"`
-	Direction     string `json:"direction"` // api.Outbound | api.Inbound
-	Type          string `json:"type"`
-	From          string `json:"from"`
-	To            string `json:"to"`
-	Sender        string `json:"sender"`
-	Recipient     string `json:"recipient,omitempty"` // agency, "JP:MHLW"
-	CorrelationID string `json:"correlation_id,omitempty"`
-	Marking       string `json:"marking,omitempty"`
-	Seq           uint64 `json:"seq,omitempty"` // envelope's sequence in CMX_OUT (sent) or CMX_IN (received)
-	EnvSHA256     string `json:"env_sha256"`
-	MsgSHA256     string `json:"msg_sha256,omitempty"`
-	Expiry        int64  `json:"exp,omitempty"`
-	TraceID       string `json:"trace_id,omitempty"`
-	Traceparent   string `json:"traceparent,omitempty"` // our span that stored the envelope: receipts continue from it
-	// JWS is the inner signed message (compact), kept as evidence: the
-	// envelope alone cannot show it to our auditors, as it is encrypted to
-	// the peer.
-	JWS      string      `json:"jws,omitempty"`
-	Timeline []api.Event `json:"timeline"`
+	ID            string      `json:"id"`
+	Direction     string      `json:"direction"` // api.Outbound | api.Inbound
+	Type          string      `json:"type"`
+	From          string      `json:"from"`
+	To            string      `json:"to"`
+	Sender        string      `json:"sender"`
+	Recipient     string      `json:"recipient,omitempty"` // agency, "JP:MHLW"
+	CorrelationID string      `json:"correlation_id,omitempty"`
+	Marking       string      `json:"marking,omitempty"`
+	Seq           uint64      `json:"seq,omitempty"` // envelope's sequence in CMX_OUT (sent) or CMX_IN (received)
+	EnvSHA256     string      `json:"env_sha256"`
+	MsgSHA256     string      `json:"msg_sha256,omitempty"`
+	Expiry        int64       `json:"exp,omitempty"`
+	TraceID       string      `json:"trace_id,omitempty"`
+	Traceparent   string      `json:"traceparent,omitempty"` // our span that stored the envelope: receipts continue from it
+	Timeline      []api.Event `json:"timeline"`
 	// Conflicts counts equivocations: other envelopes seen under this id.
 	Conflicts []string `json:"conflicts,omitempty"`
 }

@@ -139,6 +139,9 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 	}
 	msg := nats.NewMsg(transport.OutMsgSubject(strings.ToLower(s.cfg.Peer), req.Type))
 	msg.Data = sealed.Envelope
+	// The inner JWS rides along in the outbox as evidence for our auditors
+	// (the envelope is encrypted to the peer); the forwarder never copies it.
+	msg.Header.Set(transport.HeaderJWS, string(sealed.Inner))
 	ctx, span := s.cfg.Tracing.StartSend(ctx, msg.Header, msg.Subject, id, false, transport.AttrMessageType.String(req.Type))
 	defer span.End()
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
@@ -149,7 +152,7 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 	rec := &ledger.Record{
 		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry, JWS: string(sealed.Inner),
+		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry,
 		TraceID: span.SpanContext().TraceID().String(), Traceparent: msg.Header.Get("traceparent"),
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}

@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+// HeaderJWS carries, on outbox messages only, the inner signed message as
+// evidence for our own auditors (the envelope is encrypted to the peer). The
+// forwarder never copies it: it never crosses the border.
+const HeaderJWS = "Cmx-Jws"
+
 // Names of the streams and KV buckets (DESIGN §5, a contract for operators).
 const (
 	StreamOut   = "CMX_OUT"   // outbox towards the peer, on the sending side
