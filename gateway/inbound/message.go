@@ -104,7 +104,7 @@ func (p *Processor) claim(ctx context.Context, it *item) (*ledger.Record, bool, 
 	rec := &ledger.Record{
 		ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry, JWS: string(it.opened.Inner),
+		Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry,
 		TraceID: it.span.SpanContext().TraceID().String(), Traceparent: traceparent(it.span), Timeline: []api.Event{},
 	}
 	got, err := p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
