@@ -30,7 +30,8 @@ type item struct {
 	digest string // env_sha256
 	opened *envelope.Opened
 	hdr    nats.Header
-	span   trace.Span // the "process" span
+	span   trace.Span     // the "process" span
+	rec    *ledger.Record // the claim record as last read or written here
 }
 
 // open opens the envelope inside an "open" span.
@@ -82,6 +83,7 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	span.SetAttributes(transport.AttrMessageType.String(string(opened.Claims.Type))) // signed, unlike the subject
 	defer p.lock(it.id)()
 	rec, dup, err := p.claim(ctx, it)
+	it.rec = rec
 	if err != nil {
 		p.cfg.Logger.WarnContext(ctx, "dedup claim failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
 		p.retry(it)
@@ -197,9 +199,12 @@ func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, st
 		return false
 	}
 	key := ledger.SeenKey(p.cfg.Peer, it.id)
-	_, err := p.seen.Update(ctx, key, func(rec *ledger.Record) bool {
+	rec, err := p.seen.UpdateFrom(ctx, key, it.rec, func(rec *ledger.Record) bool {
 		return rec.AddEvent(ledger.Event(status, p.cfg.Now(), reason))
 	})
+	if err == nil {
+		it.rec = rec
+	}
 	if err != nil {
 		p.cfg.Logger.WarnContext(ctx, "ledger update failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
 		p.retry(it)

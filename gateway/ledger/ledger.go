@@ -51,8 +51,9 @@ func (s *Store) Create(ctx context.Context, id string, r *Record) (*Record, erro
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.kv.Create(ctx, s.key(id), b)
+	rev, err := s.kv.Create(ctx, s.key(id), b)
 	if err == nil {
+		r.rev = rev
 		s.notify(ctx, r, nil)
 		return r, nil
 	}
@@ -79,6 +80,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Record, uint64, error) {
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return nil, 0, fmt.Errorf("ledger: decode %s: %w", id, err)
 	}
+	r.rev = e.Revision()
 	return &r, e.Revision(), nil
 }
 
@@ -99,8 +101,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*
 		if err != nil {
 			return nil, err
 		}
-		_, err = s.kv.Update(ctx, s.key(id), b, rev)
-		if err == nil {
+		if r.rev, err = s.kv.Update(ctx, s.key(id), b, rev); err == nil {
 			s.notify(ctx, r, before)
 			return r, nil
 		}
@@ -109,6 +110,33 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) bool) (*
 		}
 	}
 	return nil, fmt.Errorf("ledger: update %s: too much contention", id)
+}
+
+// UpdateFrom is Update starting from a record this process read or wrote
+// last (its revision travels with it), which saves the read when nobody
+// else wrote in between; on a conflict it falls back to Update. cached is
+// not modified.
+func (s *Store) UpdateFrom(ctx context.Context, id string, cached *Record, fn func(*Record) bool) (*Record, error) {
+	if cached == nil || cached.rev == 0 {
+		return s.Update(ctx, id, fn)
+	}
+	r := cached.clone()
+	before := statuses(r)
+	if !fn(r) {
+		return r, nil
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.rev, err = s.kv.Update(ctx, s.key(id), b, cached.rev); err == nil {
+		s.notify(ctx, r, before)
+		return r, nil
+	}
+	if !isWrongRevision(err) {
+		return nil, fmt.Errorf("ledger: update %s: %w", id, err)
+	}
+	return s.Update(ctx, id, fn)
 }
 
 func statuses(r *Record) map[string]bool {

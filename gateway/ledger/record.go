@@ -27,6 +27,16 @@ type Record struct {
 	Timeline      []api.Event `json:"timeline"`
 	// Conflicts counts equivocations: other envelopes seen under this id.
 	Conflicts []string `json:"conflicts,omitempty"`
+
+	rev uint64 // KV revision this copy was read or written at; 0 if unknown
+}
+
+// clone returns a copy whose slices can be changed independently.
+func (r *Record) clone() *Record {
+	c := *r
+	c.Timeline = slices.Clone(r.Timeline)
+	c.Conflicts = slices.Clone(r.Conflicts)
+	return &c
 }
 
 // rank orders statuses: a record's status is its highest-ranked event, so

@@ -86,9 +86,8 @@ func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envel
 	if r.Reason != "" {
 		span.SetAttributes(transport.AttrReason.String(string(r.Reason)))
 	}
-	if existing, err := i.store.Get(ctx, role, key, string(r.Status)); err == nil {
-		return existing, i.publish(ctx, existing, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
-	}
+	// Sign first and let the store decide: a repeat (a redelivery) costs one
+	// wasted signature but saves a read on every first issue.
 	token, err := envelope.IssueReceipt(r, i.cfg.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("receipts: sign %s/%s: %w", r.Msg, r.Status, err)
