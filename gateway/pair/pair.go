@@ -230,8 +230,9 @@ func (p *Pair) config(party, peer string) (*gateway.Config, *Side) {
 	return c, s
 }
 
-// newSide writes a side's config and starts its gateway.
-func (p *Pair) newSide(ctx context.Context, party, peer string, tune func(*gateway.Config)) (*Side, error) {
+// sideConfig builds a side's config, starts its sample webhook agencies and
+// applies the tuning; the caller writes it.
+func (p *Pair) sideConfig(party, peer string, tune func(*gateway.Config)) (*gateway.Config, *Side, error) {
 	c, s := p.config(party, peer)
 	for i, a := range c.Agencies {
 		if a.Webhook != "pending" {
@@ -239,7 +240,7 @@ func (p *Pair) newSide(ctx context.Context, party, peer string, tune func(*gatew
 		}
 		ag, err := StartAgency()
 		if err != nil {
-			return nil, err
+			return nil, s, err
 		}
 		s.Webhooks[a.ID] = ag
 		c.Agencies[i].Webhook = ag.URL()
@@ -250,6 +251,15 @@ func (p *Pair) newSide(ctx context.Context, party, peer string, tune func(*gatew
 	}
 	s.ConfigPath = filepath.Join(p.opts.Dir, strings.ToLower(party)+".yaml")
 	s.PKIDir = filepath.Join(p.opts.Dir, "pki", party)
+	return c, s, nil
+}
+
+// newSide writes a side's config and starts its gateway.
+func (p *Pair) newSide(ctx context.Context, party, peer string, tune func(*gateway.Config)) (*Side, error) {
+	c, s, err := p.sideConfig(party, peer, tune)
+	if err != nil {
+		return nil, err
+	}
 	if err := writeConfig(s.ConfigPath, c); err != nil {
 		return nil, err
 	}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
-	"strings"
 
 	"github.com/cmx-exchange/cmx/gateway"
 )
@@ -61,26 +59,12 @@ func Prepare(opts Options) (*Pair, error) {
 
 // prepareSide writes one side's config with the HTTP API on listen.
 func (p *Pair) prepareSide(party, peer, listen string, tune func(*gateway.Config)) (*Side, error) {
-	c, s := p.config(party, peer)
-	for i, a := range c.Agencies {
-		if a.Webhook != "pending" {
-			continue
-		}
-		ag, err := StartAgency()
-		if err != nil {
-			return s, err
-		}
-		s.Webhooks[a.ID] = ag
-		c.Agencies[i].Webhook = ag.URL()
-	}
-	tune(c)
-	if p.opts.Tune != nil {
-		p.opts.Tune(c)
+	c, s, err := p.sideConfig(party, peer, tune)
+	if err != nil {
+		return s, err
 	}
 	c.Listen = listen
 	s.URL = "http://" + listen
-	s.ConfigPath = filepath.Join(p.opts.Dir, strings.ToLower(party)+".yaml")
-	s.PKIDir = filepath.Join(p.opts.Dir, "pki", party)
 	return s, writeConfig(s.ConfigPath, c)
 }
 
