@@ -176,13 +176,17 @@ func (b backend) envelopeEvidence(ctx context.Context, rec *ledger.Record, ev *a
 		return unavailable(err)
 	}
 	raw, err := s.GetMsg(ctx, rec.Seq)
-	if err != nil || envelope.Digest(raw.Data) != rec.EnvSHA256 {
+	if err != nil {
 		return nil // aged out of the stream (outage budget): the digests remain in the receipts
 	}
-	ev.Envelope = string(raw.Data)
+	env, jws, err := transport.SplitOutboxItem(raw.Header, raw.Data)
+	if err != nil || envelope.Digest(env) != rec.EnvSHA256 {
+		return nil
+	}
+	ev.Envelope = string(env)
 	if rec.Direction == api.Outbound {
-		ev.Message = raw.Header.Get(transport.HeaderJWS)
-	} else if jws, err := b.n.opener.DecryptInner(raw.Data, b.n.now()); err == nil {
+		ev.Message = string(jws)
+	} else if jws, err := b.n.opener.DecryptInner(env, b.n.now()); err == nil {
 		ev.Message = string(jws)
 	}
 	return nil

@@ -268,8 +268,12 @@ func (f *Forwarder) peerMsg(m jetstream.Msg) (*nats.Msg, error) {
 	if m.Headers().Get(jetstream.MsgIDHeader) == "" {
 		return nil, fmt.Errorf("outbox item on %q has no %s", m.Subject(), jetstream.MsgIDHeader)
 	}
+	env, _, err := transport.SplitOutboxItem(m.Headers(), m.Data())
+	if err != nil {
+		return nil, err
+	}
 	out := nats.NewMsg(subj)
-	out.Data = m.Data()
+	out.Data = env
 	for _, k := range []string{jetstream.MsgIDHeader, "traceparent", "tracestate"} {
 		if v := m.Headers().Get(k); v != "" {
 			out.Header[k] = []string{v}

@@ -209,8 +209,12 @@ func (f *Forwarder) Resend(ctx context.Context, seq uint64, id string, n int) er
 	if err != nil {
 		return err
 	}
+	env, _, err := transport.SplitOutboxItem(raw.Header, raw.Data)
+	if err != nil {
+		return err
+	}
 	m := nats.NewMsg(out)
-	m.Data = raw.Data
+	m.Data = env
 	m.Header.Set(jetstream.MsgIDHeader, id+".resend."+strconv.Itoa(n))
 	ctx, span := f.cfg.Tracing.StartSend(f.cfg.Tracing.Extract(ctx, raw.Header), m.Header, m.Subject, id, true, typeAttr(m.Subject)...)
 	defer span.End()

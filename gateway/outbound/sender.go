@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -138,10 +139,11 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 		return nil, err
 	}
 	msg := nats.NewMsg(transport.OutMsgSubject(strings.ToLower(s.cfg.Peer), req.Type))
-	msg.Data = sealed.Envelope
-	// The inner JWS rides along in the outbox as evidence for our auditors
-	// (the envelope is encrypted to the peer); the forwarder never copies it.
-	msg.Header.Set(transport.HeaderJWS, string(sealed.Inner))
+	// The inner JWS rides along in the outbox item as evidence for our
+	// auditors (the envelope is encrypted to the peer); only the envelope is
+	// ever forwarded (transport.SplitOutboxItem).
+	msg.Data = append(append(make([]byte, 0, len(sealed.Envelope)+len(sealed.Inner)), sealed.Envelope...), sealed.Inner...)
+	msg.Header.Set(transport.HeaderEnvelopeLength, strconv.Itoa(len(sealed.Envelope)))
 	ctx, span := s.cfg.Tracing.StartSend(ctx, msg.Header, msg.Subject, id, false, transport.AttrMessageType.String(req.Type))
 	defer span.End()
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))

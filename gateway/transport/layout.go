@@ -4,14 +4,31 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// HeaderJWS carries, on outbox messages only, the inner signed message as
-// evidence for our own auditors (the envelope is encrypted to the peer). The
-// forwarder never copies it: it never crosses the border.
-const HeaderJWS = "Cmx-Jws"
+// An outbox message item carries, after the envelope, the inner signed
+// message as evidence for our own auditors (the envelope is encrypted to
+// the peer): data = envelope || inner JWS, and HeaderEnvelopeLength says
+// where the envelope ends. Only the envelope is ever forwarded. (A header
+// cannot hold the JWS: JetStream caps headers at 64 KiB.)
+const HeaderEnvelopeLength = "Cmx-Envelope-Length"
+
+// SplitOutboxItem returns the envelope and the inner JWS of an outbox item
+// (jws is nil for items without the header, e.g. receipts).
+func SplitOutboxItem(hdr map[string][]string, data []byte) (env, jws []byte, err error) {
+	v := hdr[HeaderEnvelopeLength]
+	if len(v) == 0 {
+		return data, nil, nil
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n <= 0 || n > len(data) {
+		return nil, nil, fmt.Errorf("transport: outbox item with a bad %s %q", HeaderEnvelopeLength, v[0])
+	}
+	return data[:n], data[n:], nil
+}
 
 // Names of the streams and KV buckets (DESIGN §5, a contract for operators).
 const (
