@@ -94,7 +94,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("outbound: forward consumer: %w", err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * f.cfg.Batch))
+	// Bounded by bytes, not count: a backlog of large items must not fill memory.
+	iter, err := cons.Messages(jetstream.PullMaxBytes(forwardBufferBytes))
 	if err != nil {
 		return fmt.Errorf("outbound: forward consume: %w", err)
 	}
@@ -305,3 +306,7 @@ func MarkRelayed(ctx context.Context, sent *ledger.Store, id string, at time.Tim
 	}
 	return err
 }
+
+// forwardBufferBytes bounds what the forwarder pulls ahead of the peer's
+// PubAcks: thousands of small messages, a few dozen of the largest.
+const forwardBufferBytes = 32 << 20
