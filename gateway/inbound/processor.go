@@ -224,6 +224,6 @@ func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
 // 2m, 10m, then 30m; at least retryAfter, at most one hour.
 func Backoff(n uint64, retryAfter time.Duration) time.Duration {
 	steps := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute}
-	d := steps[min(int(max(n, 1))-1, len(steps)-1)]
+	d := steps[min(max(n, 1)-1, uint64(len(steps)-1))]
 	return min(max(d, retryAfter), time.Hour)
 }
