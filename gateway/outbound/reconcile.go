@@ -41,8 +41,8 @@ type Reconciler struct {
 	kv   jetstream.KeyValue
 	sent *ledger.Store
 	fwd  *Forwarder
-	// open is written by Run's goroutine only (track, Sweep), under mu so
-	// that Awaiting can read it from others.
+	// open is written by track (Run's goroutine) and Sweep, always under
+	// mu, so that Sweep and Awaiting may be called from other goroutines.
 	mu   sync.RWMutex
 	open map[string]*openMsg
 }
@@ -134,23 +134,47 @@ func (r *Reconciler) acceptedAt(rec *ledger.Record) time.Time {
 }
 
 // Sweep fails expired messages and resends those still without an accepted
-// receipt. It is exported for tests.
+// receipt. Run calls it every Interval; it is exported for tests and safe to
+// call while Run runs.
 func (r *Reconciler) Sweep(ctx context.Context) {
 	now := r.cfg.Now()
+	expired, resends := r.due(now)
+	for _, id := range expired {
+		r.fail(ctx, id, now)
+	}
+	for _, s := range resends {
+		if err := r.fwd.Resend(ctx, s.seq, s.id, s.n); err != nil {
+			r.cfg.Logger.WarnContext(ctx, "resend failed", slog.String("msg_id", s.id), slog.Any("err", err))
+			continue
+		}
+		r.cfg.Logger.WarnContext(ctx, "no receipt yet; message sent again", slog.String("msg_id", s.id), slog.Int("resend", s.n))
+	}
+}
+
+// resend is one resend that Sweep decided on.
+type resend struct {
+	id  string
+	seq uint64
+	n   int
+}
+
+// due picks, under the lock, the open messages past exp + leeway and those
+// due for a resend, counting and scheduling each resend; Sweep does the
+// I/O afterwards, outside the lock.
+func (r *Reconciler) due(now time.Time) (expired []string, resends []resend) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, o := range r.open {
 		switch {
 		case o.rec.Expiry > 0 && now.After(time.Unix(o.rec.Expiry, 0).Add(r.cfg.Leeway)):
-			r.fail(ctx, id, now)
+			expired = append(expired, id)
 		case !o.rec.Has(api.StatusReceived) && now.After(o.nextSend) && o.resends < r.cfg.MaxResends:
 			o.resends++
 			o.nextSend = now.Add(r.cfg.ResendAfter << o.resends)
-			if err := r.fwd.Resend(ctx, o.rec.Seq, id, o.resends); err != nil {
-				r.cfg.Logger.WarnContext(ctx, "resend failed", slog.String("msg_id", id), slog.Any("err", err))
-				continue
-			}
-			r.cfg.Logger.WarnContext(ctx, "no receipt yet; message sent again", slog.String("msg_id", id), slog.Int("resend", o.resends))
+			resends = append(resends, resend{id: id, seq: o.rec.Seq, n: o.resends})
 		}
 	}
+	return expired, resends
 }
 
 func (r *Reconciler) fail(ctx context.Context, id string, now time.Time) {
