@@ -58,6 +58,7 @@ type Node struct {
 	dir        *directory
 	statusKV   jetstream.KeyValue
 	opener     *envelope.Opener
+	relayed    chan relayedAt
 
 	tel     *telemetry.Providers
 	ownTel  bool // created by New: shut down by Run
@@ -88,7 +89,7 @@ func New(cfg *Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, now: time.Now, started: make(chan struct{}), dir: newDirectory(cfg)}
+	n := &Node{cfg: cfg, now: time.Now, started: make(chan struct{}), dir: newDirectory(cfg), relayed: make(chan relayedAt, 4096)}
 	for _, o := range opts {
 		if err := o(n); err != nil {
 			return nil, err
@@ -266,9 +267,12 @@ func (n *Node) setup(ctx context.Context, nc, bc *nats.Conn) error {
 	}
 	n.forwarder = outbound.NewForwarder(outbound.ForwarderConfig{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("outbound"),
+		// The relayed event is recorded off the forwarder's loop, so the
+		// next batch does not wait for a ledger write.
 		OnRelayed: func(ctx context.Context, id string, _ nats.Header) {
-			if err := outbound.MarkRelayed(ctx, n.sent, id, n.now()); err != nil {
-				n.logger.WarnContext(ctx, "relayed status not recorded", slog.String("msg_id", id), slog.Any("err", err))
+			select {
+			case n.relayed <- relayedAt{id, n.now()}:
+			case <-ctx.Done():
 			}
 		},
 	}, js, bjs, n.sent)
@@ -323,6 +327,9 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	pipe.Go(func() error { return n.forwarder.Run(pipeCtx) })
 	pipe.Go(func() error { return n.processor().Run(pipeCtx) })
 	pipe.Go(func() error { return n.reconciler.Run(pipeCtx) })
+	for range relayWorkers {
+		pipe.Go(func() error { n.recordRelayed(pipeCtx); return nil })
+	}
 
 	httpCtx, stopHTTP := context.WithCancel(ctx)
 	defer stopHTTP()
@@ -349,6 +356,31 @@ func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
 	_ = nc.Flush()
 	n.logger.Info("gateway stopped", slog.String("party", n.cfg.Party))
 	return runErr
+}
+
+// relayedAt is a relayed event waiting to be recorded.
+type relayedAt struct {
+	id string
+	at time.Time
+}
+
+// relayWorkers record relayed events concurrently.
+const relayWorkers = 4
+
+// recordRelayed records relayed events until ctx ends. One lost at shutdown
+// only leaves the timeline without that (informative) step; the receipts
+// still move the message on.
+func (n *Node) recordRelayed(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-n.relayed:
+			if err := outbound.MarkRelayed(ctx, n.sent, r.id, r.at); err != nil && ctx.Err() == nil {
+				n.logger.WarnContext(ctx, "relayed status not recorded", slog.String("msg_id", r.id), slog.Any("err", err))
+			}
+		}
+	}
 }
 
 // tracing returns the Tracing of one stage, named after its import path.

@@ -91,7 +91,7 @@ func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.Verified
 		a.cfg.Logger.InfoContext(ctx, "second receipt for the same status kept out",
 			slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
 	}
-	if _, err := a.sent.Update(ctx, vr.Msg, func(r *ledger.Record) bool { return r.AddEvent(event(vr)) }); err != nil {
+	if _, err := a.sent.UpdateFrom(ctx, vr.Msg, rec, func(r *ledger.Record) bool { return r.AddEvent(event(vr)) }); err != nil {
 		return vr, err
 	}
 	return vr, nil
