@@ -344,6 +344,10 @@ func (cfg EmbeddedConfig) leafRemoteOptions(opts *server.Options, self, peer str
 		TLSHandshakeFirst: true,
 		DenyImports:       DenyImports(self, peer),
 		DenyExports:       DenyExports(self, peer),
+		// Only the configured URL: the peer's INFO advertises its leafnode
+		// listener's own addresses, and reconnecting to those would go
+		// around the border endpoint we were given.
+		IgnoreDiscoveredServers: true,
 	})
 	return nil
 }
