@@ -240,11 +240,12 @@ func TestReconcilerSweep(t *testing.T) {
 			{at: 20 * time.Minute, wantResends: 1, wantStatus: "failed", wantAwaiting: 0},
 		},
 	}, {
-		name: "delivered through the watch: never resent nor failed", expiry: 10 * time.Minute,
+		name: "delivered through the watch: no more resends, never failed", expiry: 10 * time.Minute,
 		steps: []step{
-			{at: 30 * time.Second, add: "delivered", wantResends: 0, wantStatus: "delivered", wantAwaiting: 0},
-			{at: 5 * time.Minute, wantResends: 0, wantStatus: "delivered", wantAwaiting: 0},
-			{at: 2 * time.Hour, wantResends: 0, wantStatus: "delivered", wantAwaiting: 0},
+			{at: 2 * time.Minute, wantResends: 1, wantStatus: "accepted", wantAwaiting: 1},
+			{at: 3 * time.Minute, add: "delivered", wantResends: 1, wantStatus: "delivered", wantAwaiting: 0},
+			{at: 9 * time.Minute, wantResends: 1, wantStatus: "delivered", wantAwaiting: 0},
+			{at: 2 * time.Hour, wantResends: 1, wantStatus: "delivered", wantAwaiting: 0},
 		},
 	}, {
 		name: "received after a resend: no more resends, failed without a terminal receipt", expiry: 10 * time.Minute,
@@ -267,7 +268,7 @@ func TestReconcilerSweep(t *testing.T) {
 			}, f.status, f.sent, fwd)
 			runReconciler(t, rec)
 			waitAwaiting(t, rec, 1, "the reconciler sees the message")
-			var failedRev uint64
+			var failedRev uint64 // revision of the record when it was first seen failed
 			for _, st := range tc.steps {
 				clk.Set(t0.Add(st.at))
 				if st.add != "" {
@@ -276,28 +277,38 @@ func TestReconcilerSweep(t *testing.T) {
 				}
 				rec.Sweep(testCtx(t))
 				f.checkResends(t, it, st.wantResends)
-				r, rev, err := f.sent.Get(testCtx(t), it.id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Status() != st.wantStatus {
-					t.Fatalf("at +%v: status %s, want %s", st.at, r.Status(), st.wantStatus)
+				status, rev := f.statusOf(t, it.id)
+				if status != st.wantStatus {
+					t.Fatalf("at +%v: status %s, want %s", st.at, status, st.wantStatus)
 				}
 				if n, _ := rec.Awaiting(); n != st.wantAwaiting {
 					t.Fatalf("at +%v: Awaiting = %d, want %d", st.at, n, st.wantAwaiting)
 				}
-				if r.Status() == api.StatusFailed {
-					if failedRev != 0 && rev != failedRev {
-						t.Fatalf("at +%v: a failed record written again (rev %d → %d)", st.at, failedRev, rev)
-					}
+				if status == api.StatusFailed && failedRev == 0 {
 					failedRev = rev
+				} else if failedRev != 0 && rev != failedRev {
+					t.Fatalf("at +%v: a failed record written again (rev %d → %d)", st.at, failedRev, rev)
 				}
 			}
-			if want := map[bool]int{true: 1, false: 0}[failedRev != 0]; f.events.count(it.id, api.StatusFailed) != want {
-				t.Fatalf("failed event recorded %d times, want %d", f.events.count(it.id, api.StatusFailed), want)
+			want := 0
+			if failedRev != 0 {
+				want = 1
+			}
+			if n := f.events.count(it.id, api.StatusFailed); n != want {
+				t.Fatalf("failed event recorded %d times, want %d", n, want)
 			}
 		})
 	}
+}
+
+// statusOf is the ledger status of id and the record's revision.
+func (f *fixture) statusOf(t testing.TB, id string) (string, uint64) {
+	t.Helper()
+	r, rev, err := f.sent.Get(testCtx(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Status(), rev
 }
 
 func waitAwaiting(t *testing.T, r *outbound.Reconciler, want int, what string) {
@@ -339,4 +350,182 @@ func (f *fixture) checkResends(t testing.TB, it item, n int) {
 			}
 		}
 	}
+}
+
+// relayLog counts OnRelayed calls per message id.
+type relayLog struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (l *relayLog) hook(_ context.Context, id string, _ nats.Header) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.counts == nil {
+		l.counts = map[string]int{}
+	}
+	l.counts[id]++
+}
+
+func (l *relayLog) snapshot() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int, len(l.counts))
+	for k, v := range l.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// runForwarder runs fwd until the test ends, and waits for it then.
+func runForwarder(t *testing.T, fwd *outbound.Forwarder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Forwarder.Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Forwarder.Run did not return after its context ended")
+		}
+	})
+}
+
+// publishReceipt puts a receipt-like item for JP into US's CMX_OUT.
+func (f *fixture) publishReceipt(t testing.TB, id string, token []byte) {
+	t.Helper()
+	m := nats.NewMsg(transport.OutRcptSubject("jp"))
+	m.Data = token
+	if _, err := f.us.PublishMsg(testCtx(t), m, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut)); err != nil {
+		t.Fatalf("outbox publish: %v", err)
+	}
+}
+
+// settled reports whether the forwarder's consumer has nothing pending.
+func (f *fixture) settled(t testing.TB) bool {
+	t.Helper()
+	c, err := f.us.Consumer(testCtx(t), transport.StreamOut, "forward")
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(testCtx(t))
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
+// ackFloor is the outbox sequence up to which the forwarder acked everything.
+func (f *fixture) ackFloor(t testing.TB) uint64 {
+	t.Helper()
+	c, err := f.us.Consumer(testCtx(t), transport.StreamOut, "forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.AckFloor.Stream
+}
+
+// TestForwarder moves outbox items to the peer with their Nats-Msg-Id and
+// only their envelope; across a cut of the link nothing is lost and, after
+// Restore, everything arrives exactly once (DESIGN §3 step 2, invariant 2).
+func TestForwarder(t *testing.T) {
+	f := newFixture(t)
+	var relayed relayLog
+	fwd := outbound.NewForwarder(outbound.ForwarderConfig{
+		Party: "US", Peer: "JP", Batch: 4, PubTimeout: time.Second, OnRelayed: relayed.hook,
+	}, f.us, f.border, f.sent)
+	runForwarder(t, fwd)
+
+	want := map[string][]byte{} // Nats-Msg-Id → data JP must hold
+	wantSubj := map[string]string{}
+	wantRelayed := map[string]int{}
+	phase := func(name string) {
+		for range 5 {
+			it := sealItem(t)
+			f.publish(t, it)
+			want[it.id], wantSubj[it.id], wantRelayed[it.id] = it.envelope, transport.XMsgSubject("us", "jp", it.typ), 1
+		}
+		rid := envelope.NewID() + ".accepted"
+		token := []byte("receipt " + name)
+		f.publishReceipt(t, rid, token)
+		want[rid], wantSubj[rid] = token, transport.XRcptSubject("us", "jp")
+	}
+
+	phase("link up")
+	transporttest.WaitFor(t, 10*time.Second, func() bool { return len(f.inbound(t)) == len(want) && f.settled(t) },
+		"the first items reach JP's CMX_IN")
+	if !fwd.LinkUp() {
+		t.Fatal("LinkUp is false after the peer acknowledged")
+	}
+
+	f.pair.Proxy.Cut()
+	transporttest.WaitFor(t, 5*time.Second, func() bool { return !f.pair.US.LeafConnected() && !f.pair.JP.LeafConnected() },
+		"the leafnode is down")
+	phase("link cut")
+	transporttest.WaitFor(t, 10*time.Second, func() bool { return !fwd.LinkUp() }, "a forward fails while the link is cut")
+	if n := len(f.inbound(t)); n != 6 {
+		t.Fatalf("JP's CMX_IN holds %d messages during the cut, want 6", n)
+	}
+	if floor := f.ackFloor(t); floor != 6 {
+		t.Fatalf("outbox acked up to seq %d during the cut, want 6: items acked without the peer's PubAck", floor)
+	}
+
+	f.pair.Proxy.Restore()
+	f.pair.WaitLeaf(t)
+	transporttest.WaitFor(t, 15*time.Second, func() bool { return len(f.inbound(t)) >= len(want) && f.settled(t) },
+		"every item reaches JP's CMX_IN after Restore")
+
+	f.checkArrived(t, want, wantSubj)
+	if got := relayed.snapshot(); !mapsEqual(got, wantRelayed) {
+		t.Errorf("OnRelayed calls %v, want each message once and no receipt: %v", got, wantRelayed)
+	}
+	if n := fwd.Forwarded(); n != 12 {
+		t.Errorf("Forwarded = %d, want 12", n)
+	}
+}
+
+// checkArrived checks that JP's CMX_IN holds each item of want exactly
+// once: its Nats-Msg-Id, its bytes, its subject, no outbox header.
+func (f *fixture) checkArrived(t *testing.T, want map[string][]byte, wantSubj map[string]string) {
+	t.Helper()
+	got := f.inbound(t)
+	if len(got) != len(want) {
+		t.Fatalf("JP's CMX_IN holds %d messages, want %d, each once", len(got), len(want))
+	}
+	for _, m := range got {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		data, ok := want[id]
+		switch {
+		case !ok:
+			t.Errorf("unexpected or repeated Nats-Msg-Id %q in JP's CMX_IN", id)
+		case !bytes.Equal(m.Data, data):
+			t.Errorf("%s: other bytes than the envelope (%d bytes, want %d)", id, len(m.Data), len(data))
+		case m.Subject != wantSubj[id]:
+			t.Errorf("%s on %q, want %q", id, m.Subject, wantSubj[id])
+		}
+		delete(want, id) // a second copy is reported as unexpected
+		for k := range m.Header {
+			if strings.HasPrefix(k, "Cmx-") {
+				t.Errorf("%s carries outbox header %s across the border", id, k)
+			}
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }
