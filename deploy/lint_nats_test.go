@@ -219,6 +219,9 @@ func lintSoliciting(t *testing.T, o *server.Options, c natsConfig, peerRoot *x50
 	if r.Credentials != "" || r.Nkey != "" {
 		t.Error("remote presents credentials: the certificate is the identity")
 	}
+	if !r.IgnoreDiscoveredServers {
+		t.Error("remote follows leafnode URLs the peer advertises: want ignore_discovered_servers, the border endpoint only")
+	}
 	lintTLS(t, r.TLSConfig, r.TLSHandshakeFirst, peerRoot, false)
 	if !sameStrings(r.DenyImports, transport.DenyImports(c.party, c.peer)) {
 		t.Errorf("deny_imports %q, want transport.DenyImports %q", r.DenyImports, transport.DenyImports(c.party, c.peer))
