@@ -38,28 +38,9 @@ func testCtx(t testing.TB) context.Context {
 // its cmx_status and cmx_receipts buckets.
 func buckets(t testing.TB) (status, receipts jetstream.KeyValue) {
 	t.Helper()
-	cfg := transport.EmbeddedConfig{
-		Party: "US", Peer: "JP", StoreDir: t.TempDir(),
-		GatewayUser: "gw", GatewayPassword: transporttest.Secret(t),
-	}
-	e, err := transport.StartEmbedded(cfg)
-	if err != nil {
-		t.Fatalf("StartEmbedded: %v", err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := transport.Connect(testCtx(t), e.ClientURL(), cfg.GatewayUser, cfg.GatewayPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := transporttest.StartSingle(t, "US")
 	ctx := testCtx(t)
-	if err := transport.EnsureLayout(ctx, js, transporttest.Layout("US")); err != nil {
-		t.Fatalf("EnsureLayout: %v", err)
-	}
+	var err error
 	if status, err = js.KeyValue(ctx, transport.BucketStatus); err != nil {
 		t.Fatal(err)
 	}

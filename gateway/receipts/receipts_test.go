@@ -49,29 +49,8 @@ type side struct {
 
 func startSide(t testing.TB, party string) *side {
 	t.Helper()
-	peer := map[string]string{"US": "JP", "JP": "US"}[party]
-	cfg := transport.EmbeddedConfig{
-		Party: party, Peer: peer, StoreDir: t.TempDir(),
-		GatewayUser: "gw", GatewayPassword: transporttest.Secret(t),
-	}
-	e, err := transport.StartEmbedded(cfg)
-	if err != nil {
-		t.Fatalf("StartEmbedded: %v", err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, err := transport.Connect(testCtx(t), e.ClientURL(), cfg.GatewayUser, cfg.GatewayPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := transporttest.StartSingle(t, party)
 	ctx := testCtx(t)
-	if err := transport.EnsureLayout(ctx, js, transporttest.Layout(party)); err != nil {
-		t.Fatalf("EnsureLayout: %v", err)
-	}
 	status, err := js.KeyValue(ctx, transport.BucketStatus)
 	if err != nil {
 		t.Fatal(err)

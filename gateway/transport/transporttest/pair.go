@@ -224,3 +224,31 @@ func debugLogger(side string) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", side)
 }
+
+// StartSingle starts one party's embedded server on a temporary store with
+// the contract layout, and returns its JetStream context (tests of one side).
+func StartSingle(t testing.TB, party string) jetstream.JetStream {
+	t.Helper()
+	peer := map[string]string{"US": "JP", "JP": "US"}[party]
+	cfg := transport.EmbeddedConfig{
+		Party: party, Peer: peer, StoreDir: t.TempDir(),
+		GatewayUser: "gw", GatewayPassword: Secret(t),
+	}
+	e, err := transport.StartEmbedded(cfg)
+	if err != nil {
+		t.Fatalf("transporttest: StartEmbedded: %v", err)
+	}
+	t.Cleanup(e.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := transport.Connect(ctx, e.ClientURL(), cfg.GatewayUser, cfg.GatewayPassword)
+	if err != nil {
+		t.Fatalf("transporttest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js := jetstreamOf(t, nc)
+	if err := transport.EnsureLayout(ctx, js, Layout(party)); err != nil {
+		t.Fatalf("transporttest: EnsureLayout: %v", err)
+	}
+	return js
+}
