@@ -301,6 +301,9 @@ func (n *Node) processor() *inbound.Processor {
 	return inbound.New(inbound.Config{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("inbound"),
 		ReceiptPermanent: func(err error, attempt uint64) bool {
+			if envelope.IsTransient(err) { // the peer's clock ahead of ours: hold it, never drop it
+				return false
+			}
 			return errors.Is(err, receipts.ErrInvalid) || errors.Is(err, receipts.ErrMismatch) ||
 				(errors.Is(err, receipts.ErrUnknownMessage) && attempt >= 5)
 		},
