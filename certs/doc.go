@@ -69,7 +69,9 @@
 // PKI.Files and LoadPKI convert a hierarchy to and from PEM files (names in
 // the File constants; IsPrivateKeyFile tells which need mode 0600). LoadPKI
 // derives the party from the root's organization "cmx XX" and works without
-// root.key, so the root key can stay offline. ParseIdentity derives Role and
+// root.key, so the root key can stay offline; such a PKI can still issue
+// (PKI.Issue) a new gateway leaf of any role from the intermediate, for
+// renewal and rotation, and agency clients (PKI.IssueAgencyClient). ParseIdentity derives Role and
 // Party from a leaf with the same profile checks as Verify (RoleOf, PartyOf)
 // and checks that the key matches. Fixtures for tests are in certstest.
 //

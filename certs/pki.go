@@ -103,14 +103,23 @@ func NewPKI(party string, opts PKIOptions) (*PKI, error) {
 	return p, nil
 }
 
-// IssueEncryption issues a new encryption leaf from the intermediate, for
-// key rotation. p is not changed.
-func (p *PKI) IssueEncryption(opts PKIOptions) (*Identity, error) {
+// Issue issues one new gateway leaf of role from the intermediate, with the
+// same profile as NewPKI, for renewal and key rotation: a fresh key, a new
+// serial and so a new KID. opts.Hosts applies to RoleTLSServer only;
+// opts.LeafValidity is capped at the intermediate's NotAfter. It needs
+// p.Intermediate and p.InterKey, not the root key. p is not changed. Agency
+// client certificates come from IssueAgencyClient.
+func (p *PKI) Issue(role Role, opts PKIOptions) (*Identity, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return p.issue(RoleEncryption, "", opts)
+	return p.issue(role, "", opts)
+}
+
+// IssueEncryption is Issue(RoleEncryption, opts).
+func (p *PKI) IssueEncryption(opts PKIOptions) (*Identity, error) {
+	return p.Issue(RoleEncryption, opts)
 }
 
 // IssueAgencyClient issues a TLS client certificate for one of the party's

@@ -269,3 +269,83 @@ func TestLoadPKIErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestPKIIssue: Issue renews any gateway leaf from the intermediate alone
+// (the root key offline), with the profile Verify expects and a new KID.
+func TestPKIIssue(t *testing.T) {
+	full := certstest.NewPKI(t, "US")
+	offline := *full
+	offline.RootKey = nil
+	bundle := certstest.Bundle(t, "US")
+	at := certstest.Now.Add(24 * time.Hour)
+	tests := []struct {
+		name  string
+		role  certs.Role
+		old   *certs.Identity
+		hosts []string
+	}{
+		{name: "signing", role: certs.RoleSigning, old: full.Signing},
+		{name: "encryption", role: certs.RoleEncryption, old: full.Encryption},
+		{name: "tls-server", role: certs.RoleTLSServer, old: full.TLSServer, hosts: []string{"gw.us.example", "192.0.2.9"}},
+		{name: "tls-client", role: certs.RoleTLSClient, old: full.TLSClient},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := offline.Issue(tt.role, certs.PKIOptions{Now: at, LeafValidity: 90 * 24 * time.Hour, Hosts: tt.hosts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bundle.Verify(id.Chain, certs.VerifyOptions{Role: tt.role, Now: at}); err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			switch {
+			case id.Role != tt.role || id.Party != "US" || id.Agency != "":
+				t.Errorf("identity = %s %s %q", id.Role, id.Party, id.Agency)
+			case id.KID == tt.old.KID || id.KID != certs.KID(id.Cert):
+				t.Errorf("kid %s, old %s", id.KID, tt.old.KID)
+			case len(id.Chain) != 2 || id.Chain[1] != full.Intermediate:
+				t.Errorf("chain of %d, want leaf + intermediate", len(id.Chain))
+			case !id.Cert.NotAfter.Equal(at.Add(90 * 24 * time.Hour)):
+				t.Errorf("NotAfter %v", id.Cert.NotAfter)
+			}
+			if role, err := certs.RoleOf(id.Cert); err != nil || role != tt.role {
+				t.Errorf("RoleOf = %s, %v", role, err)
+			}
+		})
+	}
+	srv, err := offline.Issue(certs.RoleTLSServer, certs.PKIOptions{Now: at, Hosts: []string{"gw.us.example", "192.0.2.9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(srv.Cert.DNSNames, []string{"gw.us.example"}) || len(srv.Cert.IPAddresses) != 1 || srv.Cert.Subject.CommonName != "gw.us.example" {
+		t.Errorf("tls-server SANs %v %v CN %q", srv.Cert.DNSNames, srv.Cert.IPAddresses, srv.Cert.Subject.CommonName)
+	}
+}
+
+func TestPKIIssueErrors(t *testing.T) {
+	full := certstest.NewPKI(t, "US")
+	noInterKey := *full
+	noInterKey.InterKey = nil
+	tests := []struct {
+		name  string
+		p     *certs.PKI
+		role  certs.Role
+		opts  certs.PKIOptions
+		check string
+	}{
+		{name: "unknown_role", p: full, role: "admin", check: "unknown role"},
+		{name: "agency_role_name", p: full, role: "", check: "unknown role"},
+		{name: "no_intermediate_key", p: &noInterKey, role: certs.RoleEncryption, check: "no intermediate CA key"},
+		{name: "nil_pki", p: nil, role: certs.RoleSigning, check: "no intermediate CA key"},
+		{name: "negative_validity", p: full, role: certs.RoleSigning, opts: certs.PKIOptions{LeafValidity: -time.Hour}, check: "negative validity"},
+		{name: "bad_host", p: full, role: certs.RoleTLSServer, opts: certs.PKIOptions{Hosts: []string{"bad host"}}, check: "neither an IP"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := tt.p.Issue(tt.role, tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.check) {
+				t.Fatalf("Issue = %v, %v; want an error mentioning %q", id, err, tt.check)
+			}
+		})
+	}
+}
