@@ -22,10 +22,13 @@ import (
 const pkiUsage = `usage:
   cmx pki init --party XX --out DIR [--hosts a,b] [--force]
   cmx pki inspect FILE...
-  cmx pki agency --ca DIR --agency NAME --out DIR [--force]`
+  cmx pki agency --ca DIR --agency NAME --out DIR [--force]
+  cmx pki issue --ca DIR --role encryption|signing|tls-server|tls-client --out DIR
+                [--name NAME] [--hosts a,b] [--validity 8760h] [--force]`
 
 // runPKI implements "cmx pki": create a party's CA and gateway certificates,
-// issue agency client certificates, and inspect certificates.
+// issue agency client certificates and single new gateway leaves (renewal,
+// key rotation), and inspect certificates.
 func runPKI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -42,6 +45,8 @@ func runPKI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		err = pkiInspect(args[1:], stdout, stderr)
 	case "agency":
 		err = pkiAgency(args[1:], stdout, stderr)
+	case "issue":
+		err = pkiIssue(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, pkiUsage)
 		return nil
@@ -154,6 +159,10 @@ func loadPKIDir(dir string) (*certs.PKI, error) {
 	return certs.LoadPKI(files)
 }
 
+// errWouldOverwrite is writeFiles' refusal to replace an existing file
+// without force.
+var errWouldOverwrite = errors.New("refusing to overwrite")
+
 // writeFiles writes files into dir: keys 0600, others 0644, the directory
 // 0700 if it is created. Without force it refuses, before writing anything,
 // if any file exists. Each file is written to a temporary name and then
@@ -175,7 +184,7 @@ func writeFiles(dir string, files map[string][]byte, force bool, stderr io.Write
 			}
 		}
 		if len(exist) > 0 {
-			return fmt.Errorf("refusing to overwrite %s in %s (use --force)", strings.Join(exist, ", "), dir)
+			return fmt.Errorf("%w %s in %s (use --force)", errWouldOverwrite, strings.Join(exist, ", "), dir)
 		}
 	}
 	for _, name := range names {
