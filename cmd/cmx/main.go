@@ -26,7 +26,7 @@ agencies and operators (against a running gateway; --url/CMX_URL, --token/CMX_TO
   peers       link and backlog status     cmx peers
 auditors (offline):
   verify      verify a receipt, envelope, message or evidence bundle against pinned roots
-  pki         create a party's CA and gateway certificates; inspect certificates
+  pki         create a party's CA and gateway certificates, issue one for a rotation; inspect
 the whole exchange on this machine:
   demo        two gateways, two NATS servers, a leafnode; one message of each type each way
   bench       end-to-end benchmark: throughput, latency, CPU, memory and the ratio to the crypto floor
