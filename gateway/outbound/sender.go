@@ -151,10 +151,19 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 		span.SetStatus(codes.Error, "outbox publish failed")
 		return nil, unavailable("outbox publish", err)
 	}
+	envSum, msgSum := sealed.EnvSHA256, sealed.MsgSHA256
+	if ack.Duplicate {
+		// An earlier attempt under this id (a retry after its gateway died
+		// between the PubAck and the record) stored its own envelope, and
+		// the outbox kept that one: the record must name what the peer gets.
+		if envSum, msgSum, err = s.storedDigests(ctx, ack.Sequence); err != nil {
+			return nil, unavailable("outbox read", err)
+		}
+	}
 	rec := &ledger.Record{
 		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: ack.Sequence, EnvSHA256: sealed.EnvSHA256, MsgSHA256: sealed.MsgSHA256, Expiry: c.Expiry,
+		Seq: ack.Sequence, EnvSHA256: envSum, MsgSHA256: msgSum, Expiry: c.Expiry,
 		TraceID: span.SpanContext().TraceID().String(), Traceparent: msg.Header.Get("traceparent"),
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}
@@ -165,6 +174,24 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 		slog.String("msg_id", id), slog.String("type", req.Type), slog.String("sender", c.Sender),
 		slog.Uint64("outbox_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
 	return &api.SubmitResponse{ID: id, Status: api.StatusAccepted}, nil
+}
+
+// storedDigests returns the digests of the envelope and inner JWS of the
+// outbox item at seq.
+func (s *Sender) storedDigests(ctx context.Context, seq uint64) (env, msg string, err error) {
+	st, err := s.js.Stream(ctx, transport.StreamOut)
+	if err != nil {
+		return "", "", err
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return "", "", err
+	}
+	e, inner, err := transport.SplitOutboxItem(raw.Header, raw.Data)
+	if err != nil {
+		return "", "", err
+	}
+	return envelope.Digest(e), envelope.Digest(inner), nil
 }
 
 func (s *Sender) seal(ctx context.Context, c *envelope.Claims) (*envelope.Sealed, error) {
