@@ -305,10 +305,19 @@ func (n *Node) processor() *inbound.Processor {
 				return false
 			}
 			return errors.Is(err, receipts.ErrInvalid) || errors.Is(err, receipts.ErrMismatch) ||
-				(errors.Is(err, receipts.ErrUnknownMessage) && attempt >= 5)
+				(errors.Is(err, receipts.ErrUnknownMessage) && attempt >= unknownReceiptAttempts)
 		},
 	}, n.js, n.seen, opener, n.issuer, acceptor, d, n.dir)
 }
+
+// unknownReceiptAttempts is how often a receipt for a message we have no
+// record of is tried before it is refused: about two minutes at the inbound
+// stage's 5 s retry. A record can appear that late: when a gateway dies
+// between the outbox PubAck and the record, the message still goes out, and
+// its record is written only when the client's retry takes the id over,
+// which the ingress allows after IdemInFlightTimeout (30 s). A later retry
+// gets its receipts from the reconciler's resend.
+const unknownReceiptAttempts = 26
 
 // serve runs the stages and the HTTP API until ctx ends.
 func (n *Node) serve(ctx context.Context, nc *nats.Conn) error {
