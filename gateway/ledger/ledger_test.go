@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -214,21 +215,9 @@ func TestUpdateUnderContention(t *testing.T) {
 	if len(r.Timeline) != writers+1 {
 		t.Errorf("timeline has %d events, want %d: %v", len(r.Timeline), writers+1, statusesOf(r))
 	}
-	if got := log.snapshot(); !mapsEqual(got, want) {
+	if got := log.snapshot(); !maps.Equal(got, want) {
 		t.Errorf("OnEvent calls = %v, want %v", got, want)
 	}
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestUpdateFrom starts from cached records of every kind; a stale one must
@@ -399,7 +388,7 @@ func TestOnEvent(t *testing.T) {
 		for k, v := range st.want {
 			want[id+"/"+k] = v
 		}
-		if got := log.snapshot(); !mapsEqual(got, want) {
+		if got := log.snapshot(); !maps.Equal(got, want) {
 			t.Fatalf("%s: OnEvent calls = %v, want %v", st.name, got, want)
 		}
 	}

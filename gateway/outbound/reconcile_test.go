@@ -3,6 +3,7 @@ package outbound_test
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,24 +164,7 @@ func (f *fixture) record(t testing.TB, it item, seq uint64, exp time.Time) {
 // inbound returns JP's CMX_IN, in order.
 func (f *fixture) inbound(t testing.TB) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx := testCtx(t)
-	s, err := f.jp.Stream(ctx, transport.StreamIn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("CMX_IN seq %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return transporttest.StreamMessages(t, f.jp, transport.StreamIn)
 }
 
 // runReconciler runs r until the test ends, and waits for it then.
@@ -482,7 +466,7 @@ func TestForwarder(t *testing.T) {
 		"every item reaches JP's CMX_IN after Restore")
 
 	f.checkArrived(t, want, wantSubj)
-	if got := relayed.snapshot(); !mapsEqual(got, wantRelayed) {
+	if got := relayed.snapshot(); !maps.Equal(got, wantRelayed) {
 		t.Errorf("OnRelayed calls %v, want each message once and no receipt: %v", got, wantRelayed)
 	}
 	if n := fwd.Forwarded(); n != 12 {
@@ -516,16 +500,4 @@ func (f *fixture) checkArrived(t *testing.T, want map[string][]byte, wantSubj ma
 			}
 		}
 	}
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }

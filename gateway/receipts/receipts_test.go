@@ -82,24 +82,7 @@ func seal(t testing.TB) *envelope.Sealed {
 // outbox returns every message of CMX_OUT, in order.
 func outbox(t testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx := testCtx(t)
-	s, err := js.Stream(ctx, transport.StreamOut)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("outbox seq %d: %v", seq, err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return transporttest.StreamMessages(t, js, transport.StreamOut)
 }
 
 // outboxByID maps each outbox item's Nats-Msg-Id to its data, failing on

@@ -252,3 +252,27 @@ func StartSingle(t testing.TB, party string) jetstream.JetStream {
 	}
 	return js
 }
+
+// StreamMessages returns every message of stream, in order.
+func StreamMessages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("transporttest: stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("transporttest: stream %s info: %v", stream, err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("transporttest: %s seq %d: %v", stream, seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
