@@ -118,7 +118,7 @@ func (p *Processor) consumerConfigs() (msgs, rcpts jetstream.ConsumerConfig) {
 	from, to := strings.ToLower(p.cfg.Peer), strings.ToLower(p.cfg.Party)
 	base := jetstream.ConsumerConfig{
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second, // above one webhook call (10 s) plus crypto: no redelivery overlaps a call
+		AckWait:       ackWait, // kept alive by heartbeats while a message is handled
 		MaxDeliver:    -1,
 		MaxAckPending: 1024,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -193,7 +193,34 @@ func (p *Processor) safely(ctx context.Context, m jetstream.Msg, handle func(con
 			_ = m.NakWithDelay(time.Minute)
 		}
 	}()
+	defer heartbeat(m)()
 	handle(ctx, m)
+}
+
+// ackWait is short, so that a message a stopped gateway had pulled but not
+// handled comes back soon after a restart; heartbeat keeps it from expiring
+// while a message is really being handled (a slow webhook: F-09).
+const ackWait = 10 * time.Second
+
+// heartbeat tells the server every ackWait/3 that m is still in progress,
+// until the returned stop is called.
+func heartbeat(m jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // handleRcpt accepts one peer receipt.

@@ -72,7 +72,7 @@ func (f *Forwarder) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       f.cfg.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       2 * f.cfg.PubTimeout, // a batch settles within PubTimeout
 		MaxAckPending: 4 * f.cfg.Batch,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
