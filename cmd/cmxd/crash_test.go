@@ -41,9 +41,9 @@ type submission struct {
 // then the sender (F-01), while messages are submitted concurrently.
 //
 // A message that a killed gateway had pulled from a stream but not acked is
-// redelivered after the consumer's AckWait (30 s), and an idempotency
+// redelivered after the consumer's AckWait (10 s), and an idempotency
 // record left in flight by a killed gateway can be taken over after
-// IdemInFlightTimeout (30 s): each phase therefore takes about 30 s.
+// IdemInFlightTimeout (30 s): the sender phase therefore takes about 30 s.
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmxd and kills it mid-traffic")
