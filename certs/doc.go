@@ -2,7 +2,8 @@
 // loading and encoding of certificates and keys, trust bundles that pin one
 // peer's roots, chain verification for each role, and the set of live
 // decryption keys during rotation. It is pure: no files, no network, no
-// logging, no clock (callers pass the time).
+// logging, no clock (callers pass the time; only certificate creation
+// reads it, when PKIOptions.Now is zero).
 //
 // # Profile
 //
@@ -31,7 +32,7 @@
 //  4. a path to the bundle's roots only, never the system pool, with the
 //     rest of the chain as intermediates (ErrUntrusted). The path is built at
 //     Now clamped into the presented certificates' common validity window,
-//     so that validity is judged by step 9 with leeway;
+//     so that validity is judged by step 10 with leeway;
 //  5. leaf not a CA (ErrKeyUsage);
 //  6. KeyUsage exactly as the role's profile: digitalSignature for signing,
 //     keyAgreement for encryption; TLS leaves need digitalSignature and may

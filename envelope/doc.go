@@ -1,6 +1,7 @@
 // Package envelope is the cmx wire format (DESIGN.md §4): message claims,
 // sealing (sign, then encrypt), opening, and signed receipts. It is pure: no
-// I/O, no logging, no clock (callers pass the time), no NATS, no OTel.
+// I/O, no logging, no clock (callers pass the time; only NewID reads it, as
+// a UUIDv7 must), no NATS, no OTel.
 //
 // # Profile
 //

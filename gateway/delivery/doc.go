@@ -14,11 +14,14 @@
 // before recording it".
 //
 // One call makes at most 1+RetryMax HTTP attempts (go-retryablehttp) of at
-// most Timeout each; MaxDuration is the bound, and the JetStream AckWait
-// must exceed it so that no redelivery overlaps a call in flight. Within
-// one Webhook, a second Deliver of an id already in flight fails at once
-// with ErrInFlight (transient) instead of reaching the agency (F-09).
-// Across replicas that bound is the consumer's AckWait. Raw requests per
+// most Timeout each; MaxDuration is the bound. So that no redelivery
+// overlaps a call in flight, the JetStream consumer's AckWait must exceed
+// it, or the caller must send in-progress heartbeats while the call runs
+// (the inbound processor does: AckWait 10 s, a heartbeat every third of
+// it). Within one Webhook, a second Deliver of an id already in flight
+// fails at once with ErrInFlight (transient) instead of reaching the agency
+// (F-09). Across replicas that bound is the consumer's AckWait, kept alive
+// by those heartbeats. Raw requests per
 // call can exceed 1+RetryMax by one: net/http replays, once, a request
 // carrying Idempotency-Key whose reused keep-alive connection failed before
 // any response; the replay carries the same key.
