@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -187,6 +188,16 @@ func (c *Config) Validate() error {
 	}
 	if c.OutageBudget < 0 {
 		bad("outage_budget: must not be negative")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "", "json", "text":
+	default:
+		bad("log.format: %q is not json or text", c.Log.Format)
 	}
 	errs = append(errs, c.validateAgencies()...)
 	errs = append(errs, c.validateNATS()...)

@@ -39,7 +39,7 @@ func envOr(k, def string) string {
 
 func (f *apiFlags) parse(args []string, nargs int) ([]string, error) {
 	if err := f.fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if f.fs.NArg() != nargs {
 		return nil, fmt.Errorf("%w: want %d argument(s), got %d", errUsage, nargs, f.fs.NArg())

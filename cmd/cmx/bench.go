@@ -50,7 +50,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOpts, error) {
 	fs.StringVar(&o.dir, "dir", "", "working directory, kept afterwards (default: a temporary one, removed)")
 	fs.StringVar(&o.profile, "profile", "", "write each gateway's CPU profile of one phase 1 run into `DIR` (one repetition, no phase 2)")
 	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))

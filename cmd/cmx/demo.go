@@ -30,12 +30,12 @@ type demoResult struct {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cmx demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards)")
+	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards unless --serve)")
 	serve := fs.Bool("serve", false, "keep both gateways running after the exchange and print how to use them")
 	verbose := fs.Bool("v", false, "show the gateways' logs")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the delivered receipts")
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "cmx-demo-")
@@ -197,15 +197,26 @@ func demoServe(ctx context.Context, p *pair.Pair, dir string, w io.Writer) error
 			fmt.Fprintf(w, "  %-12s token %s\n", agency, tok)
 		}
 	}
-	us := p.US
+	examples := filepath.Join(dir, "examples")
+	if err := os.MkdirAll(examples, 0o755); err != nil {
+		return err
+	}
+	for _, t := range envelope.Types {
+		if err := os.WriteFile(filepath.Join(examples, string(t)+".json"), envelope.Example(t), 0o644); err != nil {
+			return err
+		}
+	}
+	body := filepath.Join(examples, string(envelope.LaborEnforcementNotice)+".json")
 	fmt.Fprintf(w, `
-Try it:
+Example bodies of each type: %s
+Try it (as the US Department of Labor):
   export CMX_URL=%s CMX_TOKEN=%s
+  go run ./cmd/cmx send --type labor_enforcement_notice --to JP --body %s
   curl -sS -X POST $CMX_URL/v1/messages -H "Authorization: Bearer $CMX_TOKEN" -H 'Content-Type: application/json' \
-    -d '{"type":"labor_enforcement_notice","to":"JP","body":'"$(go run ./cmd/cmx demo-example labor_enforcement_notice 2>/dev/null || echo '{}')"'}'
-  curl -sS $CMX_URL/v1/messages/<id> -H "Authorization: Bearer $CMX_TOKEN"
+    -d "{\"type\":\"labor_enforcement_notice\",\"to\":\"JP\",\"body\":$(cat %s)}"
   go run ./cmd/cmx status <id>
-`, us.URL, us.Tokens["DOL-ILAB"])
+  curl -sS $CMX_URL/v1/messages/<id>/receipts -H "Authorization: Bearer $CMX_TOKEN"
+`, examples, p.US.URL, p.US.Tokens["DOL-ILAB"], body, body)
 	<-ctx.Done()
 	return nil
 }

@@ -44,7 +44,7 @@ func streamConfigs(cfg LayoutConfig) []jetstream.StreamConfig {
 		DenyPurge:          true,
 		Duplicates:         cfg.DuplicateWindow,
 		Replicas:           cfg.Replicas,
-		AllowAtomicPublish: true, // group commit: one fsync for many submissions (DESIGN §9)
+		AllowAtomicPublish: true, // allowed for group commit (DESIGN §9); the gateway does not batch yet
 	}, {
 		Name:               StreamIn,
 		Description:        "cmx inbound from " + peer,
@@ -59,7 +59,7 @@ func streamConfigs(cfg LayoutConfig) []jetstream.StreamConfig {
 		DenyPurge:          true,
 		Duplicates:         cfg.DuplicateWindow, // forwarder retries; the application dedups beyond (N-02, N-07)
 		Replicas:           cfg.Replicas,
-		AllowAtomicPublish: true, // batched forwarding from the peer
+		AllowAtomicPublish: true, // allowed for batched forwarding; the forwarder publishes one by one yet
 	}, {
 		Name:               StreamAudit,
 		Description:        "cmx audit log leaves",
