@@ -5,7 +5,9 @@
 // stream CMX_OUT with Nats-Msg-Id = message id. It returns only after the
 // PubAck from the fsynced stream and after the ledger record exists, so a 202
 // always means durable (invariant 1). A retry with the same id publishes a
-// duplicate that JetStream drops inside the stream's duplicate window.
+// duplicate that JetStream drops inside the stream's duplicate window; a
+// later retry first looks for the earlier attempt's record or outbox item
+// and seals nothing new if there is one (one envelope per id).
 //
 // Forwarder consumes CMX_OUT and republishes each item to the peer's inbound
 // subject across the leafnode, waiting for the peer's PubAck before acking the

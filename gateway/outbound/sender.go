@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
@@ -134,46 +135,157 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := s.seal(ctx, c)
-	if err != nil {
-		return nil, err
-	}
 	msg := nats.NewMsg(transport.OutMsgSubject(strings.ToLower(s.cfg.Peer), req.Type))
-	// The inner JWS rides along in the outbox item as evidence for our
-	// auditors (the envelope is encrypted to the peer); only the envelope is
-	// ever forwarded (transport.SplitOutboxItem).
-	msg.Data = append(append(make([]byte, 0, len(sealed.Envelope)+len(sealed.Inner)), sealed.Envelope...), sealed.Inner...)
-	msg.Header.Set(transport.HeaderEnvelopeLength, strconv.Itoa(len(sealed.Envelope)))
+	item, recorded, err := s.earlier(ctx, id, msg.Subject, now)
+	if err != nil {
+		return nil, unavailable("outbox read", err)
+	}
+	fresh := item == nil
+	if fresh {
+		sealed, err := s.seal(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		// The inner JWS rides along in the outbox item as evidence for our
+		// auditors (the envelope is encrypted to the peer); only the envelope is
+		// ever forwarded (transport.SplitOutboxItem).
+		msg.Data = append(append(make([]byte, 0, len(sealed.Envelope)+len(sealed.Inner)), sealed.Envelope...), sealed.Inner...)
+		msg.Header.Set(transport.HeaderEnvelopeLength, strconv.Itoa(len(sealed.Envelope)))
+		item = &outboxItem{env: sealed.EnvSHA256, msg: sealed.MsgSHA256}
+	}
 	ctx, span := s.cfg.Tracing.StartSend(ctx, msg.Header, msg.Subject, id, false, transport.AttrMessageType.String(req.Type))
 	defer span.End()
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
-	if err != nil {
-		span.SetStatus(codes.Error, "outbox publish failed")
-		return nil, unavailable("outbox publish", err)
-	}
-	envSum, msgSum := sealed.EnvSHA256, sealed.MsgSHA256
-	if ack.Duplicate {
-		// An earlier attempt under this id (a retry after its gateway died
-		// between the PubAck and the record) stored its own envelope, and
-		// the outbox kept that one: the record must name what the peer gets.
-		if envSum, msgSum, err = s.storedDigests(ctx, ack.Sequence); err != nil {
-			return nil, unavailable("outbox read", err)
+	if fresh {
+		if err := s.publish(ctx, msg, id, item); err != nil {
+			span.SetStatus(codes.Error, "outbox publish failed")
+			return nil, err
 		}
 	}
 	rec := &ledger.Record{
 		ID: id, Direction: api.Outbound, Type: req.Type, From: s.cfg.Party, To: s.cfg.Peer,
 		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: ack.Sequence, EnvSHA256: envSum, MsgSHA256: msgSum, Expiry: c.Expiry,
+		Seq: item.seq, EnvSHA256: item.env, MsgSHA256: item.msg, Expiry: c.Expiry,
 		TraceID: span.SpanContext().TraceID().String(), Traceparent: msg.Header.Get("traceparent"),
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}
-	if _, err := s.sent.Create(ctx, id, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
-		return nil, unavailable("ledger", err)
+	if !recorded {
+		if _, err := s.sent.Create(ctx, id, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
+			return nil, unavailable("ledger", err)
+		}
 	}
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "message accepted",
 		slog.String("msg_id", id), slog.String("type", req.Type), slog.String("sender", c.Sender),
-		slog.Uint64("outbox_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
+		slog.Uint64("outbox_seq", item.seq), slog.Bool("duplicate", item.duplicate))
 	return &api.SubmitResponse{ID: id, Status: api.StatusAccepted}, nil
+}
+
+// outboxItem is the outbox item of a message as its ledger record names it.
+type outboxItem struct {
+	seq       uint64
+	env, msg  string // digests of the envelope and the inner JWS
+	duplicate bool   // stored by an earlier attempt under the same id
+}
+
+// publish stores msg in the outbox and fills in item. On a duplicate PubAck
+// an earlier attempt under this id (a retry after its gateway died between
+// the PubAck and the record) stored its own envelope, and the outbox kept
+// that one: the record must name what the peer gets.
+func (s *Sender) publish(ctx context.Context, msg *nats.Msg, id string, item *outboxItem) error {
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
+	if err != nil {
+		return unavailable("outbox publish", err)
+	}
+	item.seq, item.duplicate = ack.Sequence, ack.Duplicate
+	if ack.Duplicate {
+		if item.env, item.msg, err = s.storedDigests(ctx, ack.Sequence); err != nil {
+			return unavailable("outbox read", err)
+		}
+	}
+	return nil
+}
+
+// retryAge: an id minted longer ago than this (the ingress mints it just
+// before the first attempt) belongs to a client's retry. The outbox's
+// Nats-Msg-Id dedup catches a retry only within the stream's duplicate
+// window (10 min); past it, a new seal would be stored as a second, different
+// envelope under the same id: an equivocation in the peer's eyes, and receipts
+// attesting the first envelope while the record names the second. So an
+// older id first looks for what the earlier attempt left (catalogue F-01).
+const retryAge = time.Minute
+
+// clockMargin widens the outbox search before the id's time, for the clock
+// skew between the gateway that minted the id and the NATS server.
+const clockMargin = 5 * time.Minute
+
+// earlier returns what an earlier attempt under id left, for an id older
+// than retryAge: its ledger record (recorded), or else its outbox item on
+// subject. It returns nil when there is nothing, or the id is recent.
+func (s *Sender) earlier(ctx context.Context, id, subject string, now time.Time) (*outboxItem, bool, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return nil, false, nil
+	}
+	minted := time.Unix(u.Time().UnixTime())
+	if now.Sub(minted) < retryAge {
+		return nil, false, nil
+	}
+	rec, _, err := s.sent.Get(ctx, id)
+	if err == nil {
+		return &outboxItem{seq: rec.Seq, env: rec.EnvSHA256, msg: rec.MsgSHA256, duplicate: true}, true, nil
+	}
+	if !errors.Is(err, ledger.ErrNotFound) {
+		return nil, false, err
+	}
+	seq, err := s.findItem(ctx, id, subject, minted.Add(-clockMargin))
+	if err != nil || seq == 0 {
+		return nil, false, err
+	}
+	env, msg, err := s.storedDigests(ctx, seq)
+	if err != nil {
+		return nil, false, err
+	}
+	return &outboxItem{seq: seq, env: env, msg: msg, duplicate: true}, false, nil
+}
+
+// findItem returns the outbox sequence of the item published on subject
+// under Nats-Msg-Id id since since, or 0: it reads the headers of those
+// items through a short-lived consumer.
+func (s *Sender) findItem(ctx context.Context, id, subject string, since time.Time) (uint64, error) {
+	cons, err := s.js.CreateConsumer(ctx, transport.StreamOut, jetstream.ConsumerConfig{
+		FilterSubject: subject, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+		AckPolicy: jetstream.AckNonePolicy, HeadersOnly: true, MemoryStorage: true, InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = s.js.DeleteConsumer(context.WithoutCancel(ctx), transport.StreamOut, cons.CachedInfo().Name)
+	}()
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return 0, err
+			}
+			if m.Headers().Get(jetstream.MsgIDHeader) == id {
+				return meta.Sequence.Stream, nil
+			}
+			pending = meta.NumPending
+		}
+		if err := batch.Error(); err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, errors.New("outbound: outbox search stalled")
+		}
+	}
+	return 0, nil
 }
 
 // storedDigests returns the digests of the envelope and inner JWS of the
