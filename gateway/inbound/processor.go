@@ -172,15 +172,20 @@ func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle
 	stop := context.AfterFunc(ctx, iter.Drain)
 	defer stop()
 	for {
-		m, err := iter.Next()
-		if err != nil {
+		var m jetstream.Msg
+		if m, err = iter.Next(); err != nil {
 			break
 		}
 		work <- m
 	}
 	close(work)
 	wg.Wait()
-	return nil
+	if ctx.Err() != nil {
+		return nil
+	}
+	// The consumer is gone (deleted, connection closed): fail loudly, so the
+	// node stops instead of running on without this consumer.
+	return fmt.Errorf("inbound: consumer stopped: %w", err)
 }
 
 // safely is the recover boundary around one message (catalogue J-16 defence

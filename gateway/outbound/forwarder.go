@@ -101,12 +101,15 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	in := make(chan jetstream.Msg, f.cfg.Batch)
 	done := make(chan struct{})
+	// iterErr is why the reader stopped; written before in is closed.
+	var iterErr error
 	go func() { // owned: ends when iter stops, Run waits for it
 		defer close(done)
 		defer close(in)
 		for {
 			m, err := iter.Next()
 			if err != nil {
+				iterErr = err
 				return
 			}
 			in <- m
@@ -122,10 +125,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		var m jetstream.Msg
+		ok := true
 		select {
 		case <-ctx.Done():
 			return nil
-		case m = <-in:
+		case m, ok = <-in:
+		}
+		if !ok { // the consumer is gone (deleted, connection closed): fail loudly, never idle
+			return fmt.Errorf("outbound: outbox consumer stopped: %w", iterErr)
 		}
 		msgs := f.gather(m, in)
 		if f.forward(ctx, msgs) {

@@ -501,3 +501,28 @@ func (f *fixture) checkArrived(t *testing.T, want map[string][]byte, wantSubj ma
 		}
 	}
 }
+
+// TestForwarderConsumerGone: when its outbox consumer disappears under it
+// (an operator deletes it), Run returns an error, so the node stops loudly
+// and a restart recreates the consumer; it must neither panic nor idle.
+func TestForwarderConsumerGone(t *testing.T) {
+	f := newFixture(t)
+	fwd := outbound.NewForwarder(outbound.ForwarderConfig{Party: "US", Peer: "JP"}, f.us, f.border, f.sent)
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(testCtx(t)) }()
+	transporttest.WaitFor(t, 5*time.Second, func() bool {
+		c, err := f.us.Consumer(testCtx(t), transport.StreamOut, "forward")
+		return err == nil && c.CachedInfo().NumWaiting > 0
+	}, "the forwarder pulls from its consumer")
+	if err := f.us.DeleteConsumer(testCtx(t), transport.StreamOut, "forward"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Forwarder.Run returned nil after its consumer was deleted")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Forwarder.Run still runs after its consumer was deleted")
+	}
+}
