@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -224,6 +225,11 @@ func (c *Config) validateAgencies() []error {
 		}
 		if a.Token != "" && len(a.Token) < 32 {
 			errs = append(errs, fmt.Errorf("%s.token: at least 32 characters", at))
+		}
+		// Delivery refuses such a URL as a permanent failure: every message
+		// for the agency would be rejected. The URL may carry a token: not echoed.
+		if u, err := url.Parse(a.Webhook); a.Webhook != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			errs = append(errs, fmt.Errorf("%s.webhook: not an http or https URL with a host", at))
 		}
 		for _, t := range slices.Concat(a.Send, a.Receive) {
 			if !envelope.Type(t).Valid() {
