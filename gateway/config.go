@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -157,6 +158,23 @@ func (c *Config) Path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
+// loopback reports whether an HTTP listen address stays on this host ("" is
+// the default 127.0.0.1:8443).
+func loopback(listen string) bool {
+	if listen == "" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 var (
 	partyRe  = regexp.MustCompile(`^[A-Z]{2}$`)
 	agencyRe = regexp.MustCompile(`^[A-Z0-9][A-Z0-9-]{0,31}$`)
@@ -186,6 +204,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		bad("tls: cert and key go together")
+	}
+	if c.TLS.Cert == "" && !loopback(c.Listen) {
+		bad("listen: %q is not a loopback address: without tls, bearer tokens would cross the network in clear", c.Listen)
 	}
 	if c.OutageBudget < 0 {
 		bad("outage_budget: must not be negative")

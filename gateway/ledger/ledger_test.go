@@ -423,7 +423,8 @@ func TestRecordStatus(t *testing.T) {
 		{name: "received before relayed", timeline: []api.Event{ev("accepted"), ev("received"), ev("relayed")}, wantStatus: "received"},
 		{name: "rejected beats delivered", timeline: []api.Event{ev("rejected"), ev("delivered")}, wantStatus: "rejected", wantTerminal: true},
 		{name: "delivered then rejected", timeline: []api.Event{ev("delivered"), ev("rejected")}, wantStatus: "rejected", wantTerminal: true},
-		{name: "failed beats everything", timeline: []api.Event{ev("failed"), ev("accepted"), ev("delivered")}, wantStatus: "failed", wantTerminal: true},
+		{name: "a late delivered receipt beats failed", timeline: []api.Event{ev("failed"), ev("accepted"), ev("delivered")}, wantStatus: "delivered", wantTerminal: true},
+		{name: "failed beats received", timeline: []api.Event{ev("accepted"), ev("received"), ev("failed")}, wantStatus: "failed", wantTerminal: true},
 		{name: "unknown status ranks below all", timeline: []api.Event{ev("accepted"), ev("mystery")}, wantStatus: "accepted"},
 	}
 	for _, tc := range tests {

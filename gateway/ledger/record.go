@@ -41,13 +41,15 @@ func (r *Record) clone() *Record {
 
 // rank orders statuses: a record's status is its highest-ranked event, so
 // receipts arriving out of order never move a message backwards.
+// A signed receipt outranks "failed": failed only says that no terminal
+// receipt came before exp, and one that comes later is the truth.
 var rank = map[string]int{
 	api.StatusAccepted:  1,
 	api.StatusRelayed:   2,
 	api.StatusReceived:  3,
-	api.StatusDelivered: 4,
-	api.StatusRejected:  5,
-	api.StatusFailed:    6,
+	api.StatusFailed:    4,
+	api.StatusDelivered: 5,
+	api.StatusRejected:  6,
 }
 
 // Status is the most advanced status in the timeline.

@@ -144,6 +144,9 @@ func (r *Reconciler) Sweep(ctx context.Context) {
 	}
 	for _, s := range resends {
 		if err := r.fwd.Resend(ctx, s.seq, s.id, s.n); err != nil {
+			// The link is down: a resend that never left is not one of the
+			// MaxResends, and the next try comes without doubling the delay.
+			r.uncount(s.id, now)
 			r.cfg.Logger.WarnContext(ctx, "resend failed", slog.String("msg_id", s.id), slog.Any("err", err))
 			continue
 		}
@@ -177,18 +180,32 @@ func (r *Reconciler) due(now time.Time) (expired []string, resends []resend) {
 	return expired, resends
 }
 
+// uncount takes back a resend that could not be sent.
+func (r *Reconciler) uncount(id string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if o, ok := r.open[id]; ok && o.resends > 0 {
+		o.resends--
+		o.nextSend = now.Add(r.cfg.ResendAfter)
+	}
+}
+
 func (r *Reconciler) fail(ctx context.Context, id string, now time.Time) {
+	failed := false
 	_, err := r.sent.Update(ctx, id, func(rec *ledger.Record) bool {
 		if rec.Terminal() {
-			return false
+			return false // a receipt came in meanwhile: no alarm
 		}
-		return rec.AddEvent(ledger.Event(api.StatusFailed, now, "no_terminal_receipt_before_expiry"))
+		failed = rec.AddEvent(ledger.Event(api.StatusFailed, now, "no_terminal_receipt_before_expiry"))
+		return failed
 	})
 	if err != nil {
 		r.cfg.Logger.WarnContext(ctx, "could not mark message failed", slog.String("msg_id", id), slog.Any("err", err))
 		return
 	}
-	r.cfg.Logger.ErrorContext(ctx, "ALERT message failed: no terminal receipt before expiry", slog.String("msg_id", id))
+	if failed {
+		r.cfg.Logger.ErrorContext(ctx, "ALERT message failed: no terminal receipt before expiry", slog.String("msg_id", id))
+	}
 	r.forget(id)
 }
 
