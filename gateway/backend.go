@@ -64,6 +64,10 @@ func spanName(_ string, r *http.Request) string {
 }
 
 func (b backend) Submit(ctx context.Context, agency, id string, req *api.SubmitRequest) (*api.SubmitResponse, error) {
+	if err := b.n.evidence(); err != nil {
+		return nil, &api.Error{Kind: api.KindUnavailable, Code: "evidence-unavailable",
+			Detail: "receipts cannot be issued; no new messages are accepted until they can", Err: err}
+	}
 	start := time.Now()
 	trace.SpanFromContext(ctx).SetAttributes(semconv.MessagingMessageID(id)) // the SERVER span: find ingress by message id
 	resp, err := b.n.sender.Submit(ctx, agency, id, req)
@@ -277,6 +281,15 @@ func (b backend) oldestAge(ctx context.Context, info *jetstream.ConsumerInfo) fl
 	return b.n.now().Sub(m.Time).Seconds()
 }
 
+// evidence fails once receipts have kept failing for the grace period.
+func (n *Node) evidence() error {
+	grace := n.cfg.Limits.EvidenceGrace
+	if grace <= 0 {
+		grace = time.Minute
+	}
+	return n.issuer.Healthy(n.now(), grace)
+}
+
 // LeafConnected reports whether the embedded server's leafnode to the peer
 // is up (false with an external NATS).
 func (n *Node) LeafConnected() bool {
@@ -290,6 +303,9 @@ func (b backend) Ready(ctx context.Context) error {
 	defer cancel()
 	if err := transport.CheckLayout(ctx, b.n.js, b.n.layout()); err != nil {
 		return fmt.Errorf("streams: %w", err)
+	}
+	if err := b.n.evidence(); err != nil {
+		return err
 	}
 	if b.n.keys.decryption.Current() == nil {
 		return errors.New("keys: no current decryption key")

@@ -116,6 +116,10 @@ type LimitsConfig struct {
 	Burst         int     `yaml:"burst,omitempty"`           // 0 means 100
 	MaxOutBytes   int64   `yaml:"max_out_bytes,omitempty"`   // CMX_OUT size; 0 means 1 GiB
 	MaxInBytes    int64   `yaml:"max_in_bytes,omitempty"`    // CMX_IN size; 0 means 1 GiB
+	// EvidenceGrace is how long receipts may keep failing to be signed or
+	// stored before the gateway refuses new messages (503) and /readyz
+	// fails: invariant 6, fail closed on evidence. 0 means 1 minute.
+	EvidenceGrace time.Duration `yaml:"evidence_grace,omitempty"`
 }
 
 // ReconcileConfig tunes how the gateway closes the loop on sent messages.

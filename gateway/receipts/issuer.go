@@ -2,9 +2,11 @@ package receipts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +35,32 @@ type Issuer struct {
 	cfg   IssuerConfig
 	js    jetstream.JetStream
 	store *ledger.Receipts
+
+	failingSince atomic.Int64 // unix nanos of the first failure since the last success; 0 while healthy
+}
+
+// ErrEvidenceUnavailable means receipts could not be signed or stored for
+// longer than the grace period (invariant 6: fail closed on evidence).
+var ErrEvidenceUnavailable = errors.New("receipts: receipts cannot be signed or stored")
+
+// Healthy returns ErrEvidenceUnavailable once issuing has kept failing for
+// longer than grace, nil otherwise. The gateway then stops accepting new
+// messages until a receipt is issued again.
+func (i *Issuer) Healthy(now time.Time, grace time.Duration) error {
+	since := i.failingSince.Load()
+	if since == 0 || now.Sub(time.Unix(0, since)) <= grace {
+		return nil
+	}
+	return fmt.Errorf("%w since %s", ErrEvidenceUnavailable, time.Unix(0, since).UTC().Format(time.RFC3339))
+}
+
+// observe records the outcome of one issue for Healthy.
+func (i *Issuer) observe(err error) {
+	if err == nil {
+		i.failingSince.Store(0)
+		return
+	}
+	i.failingSince.CompareAndSwap(0, i.cfg.Now().UnixNano())
 }
 
 // NewIssuer returns an Issuer publishing to the outbox through js.
@@ -70,7 +98,8 @@ func (i *Issuer) IssueUnopened(ctx context.Context, r *envelope.Receipt, hdr nat
 	return i.issue(ctx, "unopened", r.Msg+"."+r.EnvSHA256, ".unopened."+r.EnvSHA256, r, hdr)
 }
 
-func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
+func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envelope.Receipt, hdr nats.Header) (stored []byte, err error) {
+	defer func() { i.observe(err) }()
 	if r.Issuer == "" {
 		r.Issuer = i.cfg.Party
 	}
@@ -92,8 +121,7 @@ func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envel
 	if err != nil {
 		return nil, fmt.Errorf("receipts: sign %s/%s: %w", r.Msg, r.Status, err)
 	}
-	stored, _, err := i.store.Put(ctx, role, key, string(r.Status), token)
-	if err != nil {
+	if stored, _, err = i.store.Put(ctx, role, key, string(r.Status), token); err != nil {
 		return nil, err
 	}
 	return stored, i.publish(ctx, stored, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)

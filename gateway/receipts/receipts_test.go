@@ -581,3 +581,43 @@ func TestAcceptSecondReceipt(t *testing.T) {
 		})
 	}
 }
+
+// TestIssuerHealth: receipts that cannot be stored for longer than the
+// grace period make Healthy fail (invariant 6), and one stored receipt
+// makes it pass again.
+func TestIssuerHealth(t *testing.T) {
+	s := startSide(t, "JP")
+	clock := now
+	iss := newIssuer(t, s, func() time.Time { return clock })
+	ctx := testCtx(t)
+	env := seal(t)
+	const grace = time.Minute
+	if _, err := iss.Issue(ctx, receiptFor(env, envelope.NewID(), envelope.StatusAccepted), nil); err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	if err := iss.Healthy(clock, grace); err != nil {
+		t.Fatalf("Healthy after a stored receipt: %v", err)
+	}
+	if err := s.js.DeleteKeyValue(ctx, transport.BucketReceipts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := iss.Issue(ctx, receiptFor(env, envelope.NewID(), envelope.StatusAccepted), nil); err == nil {
+		t.Fatal("Issue without its bucket succeeded")
+	}
+	if err := iss.Healthy(clock.Add(grace), grace); err != nil {
+		t.Errorf("Healthy within the grace period: %v", err)
+	}
+	if err := iss.Healthy(clock.Add(grace+time.Second), grace); !errors.Is(err, receipts.ErrEvidenceUnavailable) {
+		t.Errorf("Healthy past the grace period = %v, want ErrEvidenceUnavailable", err)
+	}
+	if err := transport.EnsureLayout(ctx, s.js, transporttest.Layout("JP")); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * grace)
+	if _, err := iss.Issue(ctx, receiptFor(env, envelope.NewID(), envelope.StatusAccepted), nil); err != nil {
+		t.Fatalf("Issue after the bucket is back: %v", err)
+	}
+	if err := iss.Healthy(clock, grace); err != nil {
+		t.Errorf("Healthy after recovery: %v", err)
+	}
+}
