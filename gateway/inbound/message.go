@@ -64,6 +64,9 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	it.span = span
 	opened, err := p.open(ctx, it)
 	if err != nil {
+		opened, err = p.reopen(ctx, it, err)
+	}
+	if err != nil {
 		if envelope.IsTransient(err) {
 			p.cfg.Logger.WarnContext(ctx, "inbound message not yet valid; holding it", slog.String("msg_id", it.id), slog.Any("err", err))
 			p.retry(it)
@@ -97,6 +100,29 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	default:
 		p.advance(ctx, it, rec)
 	}
+}
+
+// reopen handles a copy of a message we already accepted that no longer
+// opens now — its exp passed or the signer's certificate expired while
+// delivery was being retried, or our key retired meanwhile: it is opened
+// again at the time we accepted it, so the message goes on instead of
+// getting a rejection after its acceptance. Anything else keeps the error.
+func (p *Processor) reopen(ctx context.Context, it *item, openErr error) (*envelope.Opened, error) {
+	if envelope.IsTransient(openErr) || !envelope.ValidID(it.id) {
+		return nil, openErr
+	}
+	rec, _, err := p.seen.Get(ctx, ledger.SeenKey(p.cfg.Peer, it.id))
+	if err != nil || rec.EnvSHA256 != it.digest {
+		return nil, openErr
+	}
+	for _, e := range rec.Timeline {
+		if e.Status == api.StatusAccepted {
+			if opened, err := p.opener.Open(it.env, e.At); err == nil {
+				return opened, nil
+			}
+		}
+	}
+	return nil, openErr
 }
 
 // claim creates the dedup record, or returns the existing one. dup is true

@@ -1,0 +1,122 @@
+package inbound
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cmx-exchange/cmx/envelope"
+	"github.com/cmx-exchange/cmx/gateway/api"
+	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/transport"
+	"github.com/cmx-exchange/cmx/gateway/transport/transporttest"
+)
+
+// expiringOpener opens any envelope as long as it is asked at or before
+// deadline, like a message whose exp passes while delivery is retried.
+type expiringOpener struct {
+	deadline time.Time
+	claims   envelope.Claims
+}
+
+func (o *expiringOpener) Open(env []byte, now time.Time) (*envelope.Opened, error) {
+	if now.After(o.deadline) {
+		return nil, &envelope.Error{Reason: envelope.ReasonExpired, Err: envelope.ErrExpired}
+	}
+	return &envelope.Opened{Claims: o.claims, Inner: []byte("jws"), EnvSHA256: envelope.Digest(env), MsgSHA256: envelope.Digest([]byte("jws"))}, nil
+}
+
+type recordingIssuer struct {
+	mu     sync.Mutex
+	issued []envelope.Receipt
+}
+
+func (i *recordingIssuer) record(r *envelope.Receipt) ([]byte, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.issued = append(i.issued, *r)
+	return []byte("token"), nil
+}
+func (i *recordingIssuer) Issue(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
+	return i.record(r)
+}
+func (i *recordingIssuer) IssueConflict(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
+	return i.record(r)
+}
+func (i *recordingIssuer) IssueUnopened(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
+	return i.record(r)
+}
+func (i *recordingIssuer) Resend(context.Context, string, string, nats.Header) (int, error) { return 0, nil }
+
+type okDeliverer struct{ calls int }
+
+func (d *okDeliverer) Deliver(context.Context, string, *api.Delivery, nats.Header) Outcome {
+	d.calls++
+	return Outcome{}
+}
+
+type oneAgency struct{}
+
+func (oneAgency) Resolve(envelope.Type, string) (string, bool) { return "MHLW", true }
+func (oneAgency) MarkingAllowed(string) bool                   { return true }
+
+// TestReopenAfterAcceptance: a message we accepted whose exp passes while
+// its delivery is retried is delivered when it comes back, and gets a
+// delivered receipt, never a rejection after its acceptance.
+func TestReopenAfterAcceptance(t *testing.T) {
+	js := transporttest.StartSingle(t, "JP")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, transport.BucketSeen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	id := envelope.NewID()
+	op := &expiringOpener{deadline: accepted.Add(time.Hour), claims: envelope.Claims{
+		Issuer: "US", Audience: "JP", ID: id, Type: envelope.LaborEnforcementNotice, Sender: "US:DOL-ILAB"}}
+	env := []byte("an envelope")
+
+	m := nats.NewMsg(transport.XMsgSubject("us", "jp", string(envelope.LaborEnforcementNotice)))
+	m.Data = env
+	m.Header.Set(jetstream.MsgIDHeader, id)
+	ack, err := js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := ledger.Seen(kv)
+	if _, err := seen.Create(ctx, ledger.SeenKey("US", id), &ledger.Record{
+		ID: id, Direction: api.Inbound, Type: string(envelope.LaborEnforcementNotice), From: "US", To: "JP",
+		Seq: ack.Sequence, EnvSHA256: envelope.Digest(env), Timeline: []api.Event{ledger.Event(api.StatusAccepted, accepted, "")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	iss, dlv := &recordingIssuer{}, &okDeliverer{}
+	now := accepted.Add(48 * time.Hour) // long past exp
+	p := New(Config{Party: "JP", Peer: "US", Now: func() time.Time { return now }}, js, seen, op, iss, nil, dlv, oneAgency{})
+	cons, err := js.CreateOrUpdateConsumer(ctx, transport.StreamIn, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.handleMsg(ctx, msg)
+
+	if dlv.calls != 1 {
+		t.Errorf("agency called %d times, want 1", dlv.calls)
+	}
+	if len(iss.issued) != 1 || iss.issued[0].Status != envelope.StatusDelivered {
+		t.Fatalf("receipts issued %+v, want one delivered", iss.issued)
+	}
+	rec, _, err := seen.Get(ctx, ledger.SeenKey("US", id))
+	if err != nil || rec.Status() != api.StatusDelivered {
+		t.Errorf("record status %v (%v), want delivered", rec, err)
+	}
+}
