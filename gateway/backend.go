@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"time"
@@ -219,6 +220,15 @@ func (b backend) AckInbox(ctx context.Context, agency, id string) error {
 	}
 	key := ledger.SeenKey(b.n.cfg.Peer.Party, id)
 	rec, _, err := b.n.seen.Get(ctx, key)
+	if errors.Is(err, ledger.ErrNotFound) {
+		// The claim outlived its retention (outage budget + a day): the
+		// digests a receipt must bind are gone, so no receipt can be issued.
+		// The entry goes, so the inbox does not hold it forever.
+		b.n.logger.ErrorContext(ctx, "ALERT inbox ack after the message's retention: no delivered receipt possible",
+			slog.String("msg_id", id), slog.String("agency", agency))
+		_ = b.n.inbox.Remove(ctx, agency, id)
+		return &api.Error{Kind: api.KindNotFound, Code: "expired", Detail: "the message is past its retention; it was removed from the inbox without a delivered receipt"}
+	}
 	if err != nil {
 		return unavailable(err)
 	}
