@@ -50,7 +50,9 @@ func (i *recordingIssuer) IssueConflict(_ context.Context, r *envelope.Receipt, 
 func (i *recordingIssuer) IssueUnopened(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
 	return i.record(r)
 }
-func (i *recordingIssuer) Resend(context.Context, string, string, nats.Header) (int, error) { return 0, nil }
+func (i *recordingIssuer) Resend(context.Context, string, string, nats.Header) (int, error) {
+	return 0, nil
+}
 
 type okDeliverer struct{ calls int }
 
