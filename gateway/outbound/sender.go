@@ -192,6 +192,10 @@ type outboxItem struct {
 // that one: the record must name what the peer gets.
 func (s *Sender) publish(ctx context.Context, msg *nats.Msg, id string, item *outboxItem) error {
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(transport.StreamOut))
+	if outboxFull(err) {
+		return &api.Error{Kind: api.KindUnavailable, Code: "outbox-full", Err: err,
+			Detail: "the outbox is full (limits.max_out_bytes): it keeps every sent envelope for the outage budget as evidence; retry later with the same Idempotency-Key"}
+	}
 	if err != nil {
 		return unavailable("outbox publish", err)
 	}
@@ -316,6 +320,17 @@ func (s *Sender) seal(ctx context.Context, c *envelope.Claims) (*envelope.Sealed
 		return nil, fmt.Errorf("outbound: seal %s: %w", c.ID, err)
 	}
 	return sealed, nil
+}
+
+// jsErrStreamStoreFailed is JetStream's error code for a write the store
+// refused; with "maximum bytes exceeded" it is a stream at its MaxBytes.
+const jsErrStreamStoreFailed = 10077
+
+// outboxFull reports JetStream's answer to a publish into a stream at its
+// MaxBytes with Discard New: back-pressure, nothing stored, nothing dropped.
+func outboxFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrStreamStoreFailed && strings.Contains(apiErr.Description, "maximum bytes")
 }
 
 func unavailable(what string, err error) error {
