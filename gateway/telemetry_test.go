@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -566,20 +565,8 @@ func checkNothingFrom(t *testing.T, s span, foreign trace.TraceID) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the gateways' concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 // lines decodes the JSON log lines written so far.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+func (s *logBuf) lines(t *testing.T) []map[string]any {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -595,7 +582,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 }
 
 func TestLogsCarryTraceAndSpanIDs(t *testing.T) {
-	var buf syncBuffer
+	var buf logBuf
 	x := startTel(t, telOptions{logger: gateway.NewLogger(gateway.LogConfig{Format: "json"}, &buf)})
 	m := x.sendAndWait("US", envelope.NonMarketPracticeReport)
 	tr := x.waitTrace(m, wantTrace("US", "JP", m.Type, true))
