@@ -150,22 +150,31 @@ func (p *Processor) Run(ctx context.Context) error {
 // shutdown the iterator is drained and every message not yet handled is
 // nakked, so a restart gets it back at once instead of after AckWait.
 func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) error {
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.Workers))
+	// Pull little ahead: a message waiting in a buffer has no heartbeat, and
+	// one that waits past AckWait behind slow webhooks would be handed to
+	// another replica while this one still holds it.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(p.cfg.Workers))
 	if err != nil {
 		return fmt.Errorf("inbound: consume: %w", err)
 	}
-	work := make(chan jetstream.Msg)
+	type held struct {
+		m    jetstream.Msg
+		stop func() // its heartbeat, running from the moment we took it
+	}
+	work := make(chan held)
 	var wg sync.WaitGroup
 	for range p.cfg.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for m := range work {
+			for h := range work {
 				if ctx.Err() != nil {
-					_ = m.Nak()
+					h.stop()
+					_ = h.m.Nak()
 					continue
 				}
-				p.safely(ctx, m, handle)
+				p.safely(ctx, h.m, handle)
+				h.stop()
 			}
 		}()
 	}
@@ -176,7 +185,7 @@ func (p *Processor) consume(ctx context.Context, cons jetstream.Consumer, handle
 		if m, err = iter.Next(); err != nil {
 			break
 		}
-		work <- m
+		work <- held{m: m, stop: heartbeat(m)}
 	}
 	close(work)
 	wg.Wait()
@@ -198,7 +207,6 @@ func (p *Processor) safely(ctx context.Context, m jetstream.Msg, handle func(con
 			_ = m.NakWithDelay(time.Minute)
 		}
 	}()
-	defer heartbeat(m)()
 	handle(ctx, m)
 }
 
