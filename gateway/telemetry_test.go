@@ -123,7 +123,7 @@ type span struct {
 func (s span) attr(k attribute.Key) string {
 	for _, a := range s.Attributes {
 		if a.Key == k {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
@@ -372,7 +372,7 @@ func checkNoContent(t *testing.T, spans []span) {
 			kvs = append(kvs, l.Attributes...)
 		}
 		for _, kv := range kvs {
-			values = append(values, string(kv.Key), kv.Value.Emit())
+			values = append(values, string(kv.Key), kv.Value.String())
 		}
 		for _, v := range values {
 			for _, c := range content {
