@@ -130,22 +130,23 @@ func (b backend) Receipts(ctx context.Context, agency, id string) (*api.Receipts
 	if err != nil {
 		return nil, err
 	}
-	all, err := b.n.rcpts.All(ctx, receiptRole(rec), id)
+	out := &api.Receipts{ID: id, Receipts: []string{}}
+	if rec.Direction == api.Outbound {
+		for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
+			if tok := rec.Receipts[string(st)]; tok != "" {
+				out.Receipts = append(out.Receipts, tok)
+			}
+		}
+		return out, nil
+	}
+	all, err := b.n.rcpts.All(ctx, ledger.Issued, id)
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	out := &api.Receipts{ID: id, Receipts: []string{}}
 	for _, s := range all {
 		out.Receipts = append(out.Receipts, string(s.Token))
 	}
 	return out, nil
-}
-
-func receiptRole(rec *ledger.Record) string {
-	if rec.Direction == api.Outbound {
-		return ledger.Received
-	}
-	return ledger.Issued
 }
 
 func (b backend) Evidence(ctx context.Context, agency, id string) (*api.Evidence, error) {

@@ -332,10 +332,15 @@ func (s *crashStack) checkEvidence(t *testing.T, subs []*submission) {
 	ctx := t.Context()
 	ops := s.pair.JP.Client("OPS")
 	for _, sub := range subs {
-		us, err := sub.sb.c.Receipts(ctx, sub.id)
-		if err != nil {
-			t.Fatalf("receipts of %s at US: %v", sub.id, err)
-		}
+		// Receipts may be applied out of order: an accepted receipt that
+		// came before the message's record (a sender killed in between) is
+		// retried while the delivered one is already applied.
+		var us *api.Receipts
+		s.eventually(t, 30*time.Second, "both receipts of "+sub.id+" at US", func() bool {
+			var err error
+			us, err = sub.sb.c.Receipts(ctx, sub.id)
+			return err == nil && len(us.Receipts) >= 2
+		})
 		jp, err := ops.Receipts(ctx, sub.id)
 		if err != nil {
 			t.Fatalf("receipts of %s at JP: %v", sub.id, err)
@@ -357,10 +362,15 @@ func (s *crashStack) checkEvidence(t *testing.T, subs []*submission) {
 		if want := []string{"accepted", "delivered"}; !slices.Equal(got, want) {
 			t.Errorf("%s: receipts at US %v, want %v", sub.id, got, want)
 		}
-		m, err := ops.Message(ctx, sub.id)
-		if err != nil {
-			t.Fatalf("%s at JP: %v", sub.id, err)
-		}
+		// JP records delivered just after it publishes the delivered receipt;
+		// a JP killed in between records it on the redelivery, which may come
+		// after US already holds the receipt.
+		var m *api.Message
+		s.eventually(t, 30*time.Second, sub.id+" delivered at JP", func() bool {
+			var err error
+			m, err = ops.Message(ctx, sub.id)
+			return err == nil && m.Status == api.StatusDelivered
+		})
 		if n := countStatus(m.Timeline, api.StatusDelivered); m.Status != api.StatusDelivered || n != 1 {
 			t.Errorf("%s at JP: status %s with %d delivered events, want delivered once", sub.id, m.Status, n)
 		}

@@ -476,7 +476,7 @@ func TestReceiptsPut(t *testing.T) {
 	_, kv := buckets(t)
 	rc := ledger.NewReceipts(kv)
 	ctx := testCtx(t)
-	if _, _, err := rc.Put(ctx, ledger.Received, "m1", "accepted", []byte("first")); err != nil {
+	if _, _, err := rc.Put(ctx, "recv", "m1", "accepted", []byte("first")); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -488,11 +488,11 @@ func TestReceiptsPut(t *testing.T) {
 		wantBytes string
 		wantFresh bool
 	}{
-		{name: "second put keeps the first bytes", role: ledger.Received, msg: "m1", status: "accepted", token: "second", wantBytes: "first"},
-		{name: "same bytes again", role: ledger.Received, msg: "m1", status: "accepted", token: "first", wantBytes: "first"},
-		{name: "other status is its own receipt", role: ledger.Received, msg: "m1", status: "delivered", token: "d", wantBytes: "d", wantFresh: true},
+		{name: "second put keeps the first bytes", role: "recv", msg: "m1", status: "accepted", token: "second", wantBytes: "first"},
+		{name: "same bytes again", role: "recv", msg: "m1", status: "accepted", token: "first", wantBytes: "first"},
+		{name: "other status is its own receipt", role: "recv", msg: "m1", status: "delivered", token: "d", wantBytes: "d", wantFresh: true},
 		{name: "other role is its own receipt", role: ledger.Issued, msg: "m1", status: "accepted", token: "mine", wantBytes: "mine", wantFresh: true},
-		{name: "other message is its own receipt", role: ledger.Received, msg: "m2", status: "accepted", token: "m2", wantBytes: "m2", wantFresh: true},
+		{name: "other message is its own receipt", role: "recv", msg: "m2", status: "accepted", token: "m2", wantBytes: "m2", wantFresh: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -509,7 +509,7 @@ func TestReceiptsPut(t *testing.T) {
 			}
 		})
 	}
-	if _, err := rc.Get(ctx, ledger.Received, "m1", "rejected"); !errors.Is(err, ledger.ErrNotFound) {
+	if _, err := rc.Get(ctx, "recv", "m1", "rejected"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("Get of a missing receipt: err = %v, want ErrNotFound", err)
 	}
 }
@@ -521,7 +521,7 @@ func TestReceiptsAll(t *testing.T) {
 	// Stored out of status order, and one of another role.
 	for _, p := range []struct{ role, status, token string }{
 		{ledger.Issued, "rejected", "r"}, {ledger.Issued, "accepted", "a"},
-		{ledger.Issued, "delivered", "d"}, {ledger.Received, "accepted", "theirs"},
+		{ledger.Issued, "delivered", "d"}, {"recv", "accepted", "theirs"},
 	} {
 		if _, _, err := rc.Put(ctx, p.role, "m1", p.status, []byte(p.token)); err != nil {
 			t.Fatal(err)
@@ -535,7 +535,7 @@ func TestReceiptsAll(t *testing.T) {
 	}{
 		{name: "status order", role: ledger.Issued, msg: "m1", want: []ledger.Stored{
 			{Status: "accepted", Token: []byte("a")}, {Status: "delivered", Token: []byte("d")}, {Status: "rejected", Token: []byte("r")}}},
-		{name: "role apart", role: ledger.Received, msg: "m1", want: []ledger.Stored{{Status: "accepted", Token: []byte("theirs")}}},
+		{name: "role apart", role: "recv", msg: "m1", want: []ledger.Stored{{Status: "accepted", Token: []byte("theirs")}}},
 		{name: "nothing stored", role: ledger.Issued, msg: "m2", want: nil},
 	}
 	for _, tc := range tests {
@@ -566,7 +566,7 @@ func TestReceiptsQuarantine(t *testing.T) {
 	if err != nil || string(e.Value()) != "first" {
 		t.Fatalf("quarantined %v, %v; want the first bytes", e, err)
 	}
-	if all, err := rc.All(ctx, ledger.Received, "digest-1"); err != nil || len(all) != 0 {
+	if all, err := rc.All(ctx, "recv", "digest-1"); err != nil || len(all) != 0 {
 		t.Fatalf("a quarantined receipt is counted: %v, %v", all, err)
 	}
 }

@@ -8,12 +8,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Receipt roles: receipts we signed for messages we received, and receipts
-// the peer signed for messages we sent.
-const (
-	Issued   = "issued"
-	Received = "recv"
-)
+// Issued is the role of the receipts we signed for messages we received.
+// (The peer's receipts for messages we sent live in the message's Record,
+// written with the event they attest.) Other roles keep apart receipts that
+// must never answer for the message itself: conflicts, unopened copies.
+const Issued = "issued"
 
 // Receipts stores the exact bytes of signed receipts (bucket cmx_receipts).
 type Receipts struct{ kv jetstream.KeyValue }

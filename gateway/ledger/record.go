@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -27,6 +28,10 @@ type Record struct {
 	Timeline      []api.Event `json:"timeline"`
 	// Conflicts counts equivocations: other envelopes seen under this id.
 	Conflicts []string `json:"conflicts,omitempty"`
+	// Receipts holds, for a message we sent, the exact bytes of each peer
+	// receipt by status (accepted, delivered, rejected): stored with the
+	// event it attests, in one write; the first bytes stored win.
+	Receipts map[string]string `json:"receipts,omitempty"`
 
 	rev uint64 // KV revision this copy was read or written at; 0 if unknown
 }
@@ -36,6 +41,7 @@ func (r *Record) clone() *Record {
 	c := *r
 	c.Timeline = slices.Clone(r.Timeline)
 	c.Conflicts = slices.Clone(r.Conflicts)
+	c.Receipts = maps.Clone(r.Receipts)
 	return &c
 }
 

@@ -81,18 +81,29 @@ func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.Verified
 		_ = a.store.Quarantine(ctx, envelope.Digest(token), token)
 		return vr, fmt.Errorf("%w: %s %s", ErrMismatch, vr.Msg, vr.Status)
 	}
-	stored, fresh, err := a.store.Put(ctx, ledger.Received, vr.Msg, string(vr.Status), token)
+	// The receipt's bytes and the event it attests go into the message's
+	// record in one write; the first stored bytes win (R-05: ECDSA is
+	// randomised, a re-signed receipt differs) and the timeline moves once.
+	status, second := string(vr.Status), false
+	_, err = a.sent.UpdateFrom(ctx, vr.Msg, rec, func(r *ledger.Record) bool {
+		changed := false
+		switch have := r.Receipts[status]; {
+		case have == "":
+			if r.Receipts == nil {
+				r.Receipts = map[string]string{}
+			}
+			r.Receipts[status], changed = string(token), true
+		case have != string(token):
+			second = true
+		}
+		return r.AddEvent(event(vr)) || changed
+	})
 	if err != nil {
 		return vr, err
 	}
-	if !fresh && string(stored) != string(token) {
-		// ECDSA is randomised, so a re-signed receipt differs in bytes;
-		// the first stored one wins and the timeline does not move again.
+	if second {
 		a.cfg.Logger.InfoContext(ctx, "second receipt for the same status kept out",
-			slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
-	}
-	if _, err := a.sent.UpdateFrom(ctx, vr.Msg, rec, func(r *ledger.Record) bool { return r.AddEvent(event(vr)) }); err != nil {
-		return vr, err
+			slog.String("msg_id", vr.Msg), slog.String("status", status))
 	}
 	return vr, nil
 }
