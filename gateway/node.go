@@ -300,6 +300,7 @@ func (n *Node) processor() *inbound.Processor {
 	d := &deliverer{dir: n.dir, webhook: webhook, inbox: n.inbox, metrics: n.metrics}
 	return inbound.New(inbound.Config{
 		Party: n.cfg.Party, Peer: n.cfg.Peer.Party, Now: n.now, Logger: n.logger, Tracing: n.tracing("inbound"),
+		Backoff: delivery.Backoff,
 		ReceiptPermanent: func(err error, attempt uint64) bool {
 			if envelope.IsTransient(err) { // the peer's clock ahead of ours: hold it, never drop it
 				return false

@@ -316,7 +316,7 @@ func (p *Processor) equivocation(ctx context.Context, it *item, rec *ledger.Reco
 // our clock): soon, whatever the attempt count, since nothing outside us
 // needs sparing.
 func (p *Processor) retry(it *item) {
-	_ = it.m.NakWithDelay(min(Backoff(it.tries, 0), maxLocalRetry))
+	_ = it.m.NakWithDelay(min(p.cfg.Backoff(it.tries, 0), maxLocalRetry))
 }
 
 // maxLocalRetry caps the redelivery delay after local failures.
@@ -324,7 +324,7 @@ const maxLocalRetry = 5 * time.Second
 
 // nak hands a message back after the agency failed: Backoff spares it.
 func (p *Processor) nak(it *item, retryAfter time.Duration) {
-	_ = it.m.NakWithDelay(Backoff(it.tries, retryAfter))
+	_ = it.m.NakWithDelay(p.cfg.Backoff(it.tries, retryAfter))
 }
 
 // traceparent renders a span's context as a W3C traceparent header value.

@@ -69,9 +69,13 @@ type Config struct {
 	// ReceiptPermanent classifies an Acceptor error: true means Term (the
 	// receipt can never be accepted), false means retry later.
 	ReceiptPermanent func(err error, attempt uint64) bool
-	Now              func() time.Time
-	Logger           *slog.Logger
-	Tracing          transport.Tracing // zero means no tracing; Border decides if the peer\'s context is continued
+	// Backoff is the redelivery delay for JetStream delivery attempt n
+	// (1-based), at least the agency's retryAfter (the gateway passes
+	// delivery.Backoff); nil means max(1 s, retryAfter).
+	Backoff func(n uint64, retryAfter time.Duration) time.Duration
+	Now     func() time.Time
+	Logger  *slog.Logger
+	Tracing transport.Tracing // zero means no tracing; Border decides if the peer\'s context is continued
 }
 
 // Processor consumes CMX_IN.
@@ -99,6 +103,9 @@ func New(cfg Config, js jetstream.JetStream, seen *ledger.Store, o Opener, i Iss
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Tracing = cfg.Tracing.OrNoop()
+	if cfg.Backoff == nil {
+		cfg.Backoff = func(_ uint64, retryAfter time.Duration) time.Duration { return max(time.Second, retryAfter) }
+	}
 	if cfg.ReceiptPermanent == nil {
 		cfg.ReceiptPermanent = func(error, uint64) bool { return false }
 	}
@@ -256,14 +263,6 @@ func (p *Processor) handleRcpt(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 	default:
 		p.cfg.Logger.WarnContext(ctx, "receipt not accepted yet; retrying", slog.Any("err", err))
-		_ = m.NakWithDelay(min(Backoff(attempt, 0), maxLocalRetry))
+		_ = m.NakWithDelay(min(p.cfg.Backoff(attempt, 0), maxLocalRetry))
 	}
-}
-
-// Backoff is the redelivery delay for attempt n (1-based): 1s, 5s, 30s,
-// 2m, 10m, then 30m; at least retryAfter, at most one hour.
-func Backoff(n uint64, retryAfter time.Duration) time.Duration {
-	steps := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute}
-	d := steps[min(max(n, 1)-1, uint64(len(steps)-1))]
-	return min(max(d, retryAfter), time.Hour)
 }

@@ -109,8 +109,20 @@ func (r *Reconciler) track(e jetstream.KeyValueEntry) {
 		r.forget(id)
 		return
 	}
-	var rec ledger.Record
-	if json.Unmarshal(e.Value(), &rec) != nil || rec.Terminal() {
+	// Only what the sweep needs is decoded: every status change of every
+	// sent message passes here, and the records also carry the receipts.
+	var t struct {
+		Seq      uint64      `json:"seq"`
+		Expiry   int64       `json:"exp"`
+		Timeline []api.Event `json:"timeline"`
+	}
+	rec := ledger.Record{}
+	if json.Unmarshal(e.Value(), &t) != nil {
+		r.forget(id)
+		return
+	}
+	rec.Seq, rec.Expiry, rec.Timeline = t.Seq, t.Expiry, t.Timeline
+	if rec.Terminal() {
 		r.forget(id)
 		return
 	}
