@@ -28,9 +28,10 @@ type Record struct {
 	Timeline      []api.Event `json:"timeline"`
 	// Conflicts counts equivocations: other envelopes seen under this id.
 	Conflicts []string `json:"conflicts,omitempty"`
-	// Receipts holds, for a message we sent, the exact bytes of each peer
-	// receipt by status (accepted, delivered, rejected): stored with the
-	// event it attests, in one write; the first bytes stored win.
+	// Receipts holds the exact bytes of each receipt by status (accepted,
+	// delivered, rejected): for a message we sent, the peer's; for one we
+	// received, our own. Each is stored with the event it attests, in one
+	// write; the first bytes stored win (PutReceipt).
 	Receipts map[string]string `json:"receipts,omitempty"`
 
 	rev uint64 // KV revision this copy was read or written at; 0 if unknown
@@ -81,6 +82,21 @@ func (r *Record) Terminal() bool {
 		return true
 	}
 	return false
+}
+
+// PutReceipt keeps token as the record's receipt for status unless it holds
+// one already: the first stored bytes win (a re-signed receipt differs, ECDSA
+// is randomised). It returns the bytes the record now holds for status and
+// whether the record changed.
+func (r *Record) PutReceipt(status string, token []byte) (stored string, changed bool) {
+	if have := r.Receipts[status]; have != "" {
+		return have, false
+	}
+	if r.Receipts == nil {
+		r.Receipts = map[string]string{}
+	}
+	r.Receipts[status] = string(token)
+	return r.Receipts[status], true
 }
 
 // AddEvent appends e unless the timeline already holds that status; it

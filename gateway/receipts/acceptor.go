@@ -86,16 +86,8 @@ func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.Verified
 	// randomised, a re-signed receipt differs) and the timeline moves once.
 	status, second := string(vr.Status), false
 	_, err = a.sent.UpdateFrom(ctx, vr.Msg, rec, func(r *ledger.Record) bool {
-		changed := false
-		switch have := r.Receipts[status]; {
-		case have == "":
-			if r.Receipts == nil {
-				r.Receipts = map[string]string{}
-			}
-			r.Receipts[status], changed = string(token), true
-		case have != string(token):
-			second = true
-		}
+		stored, changed := r.PutReceipt(status, token)
+		second = stored != string(token)
 		return r.AddEvent(event(vr)) || changed
 	})
 	if err != nil {
