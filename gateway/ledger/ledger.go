@@ -139,6 +139,23 @@ func (s *Store) UpdateFrom(ctx context.Context, id string, cached *Record, fn fu
 	return s.Update(ctx, id, fn)
 }
 
+// AddReceipt stores token as the record's receipt for status together with
+// the event it attests, in one write (UpdateFrom cached; nil means read
+// first). It returns the record and the bytes it holds for status: token,
+// or the ones stored first (PutReceipt).
+func (s *Store) AddReceipt(ctx context.Context, id string, cached *Record, status string, token []byte, e api.Event) (*Record, []byte, error) {
+	var stored string
+	r, err := s.UpdateFrom(ctx, id, cached, func(r *Record) bool {
+		var changed bool
+		stored, changed = r.PutReceipt(status, token)
+		return r.AddEvent(e) || changed
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, []byte(stored), nil
+}
+
 func statuses(r *Record) map[string]bool {
 	m := make(map[string]bool, len(r.Timeline))
 	for _, e := range r.Timeline {
