@@ -130,21 +130,13 @@ func (b backend) Receipts(ctx context.Context, agency, id string) (*api.Receipts
 	if err != nil {
 		return nil, err
 	}
+	// The record holds the receipts: the peer's for a message we sent, ours
+	// for one we received.
 	out := &api.Receipts{ID: id, Receipts: []string{}}
-	if rec.Direction == api.Outbound {
-		for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
-			if tok := rec.Receipts[string(st)]; tok != "" {
-				out.Receipts = append(out.Receipts, tok)
-			}
+	for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
+		if tok := rec.Receipts[string(st)]; tok != "" {
+			out.Receipts = append(out.Receipts, tok)
 		}
-		return out, nil
-	}
-	all, err := b.n.rcpts.All(ctx, ledger.Issued, id)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	for _, s := range all {
-		out.Receipts = append(out.Receipts, string(s.Token))
 	}
 	return out, nil
 }
@@ -222,13 +214,14 @@ func (b backend) AckInbox(ctx context.Context, agency, id string) error {
 	key := ledger.SeenKey(b.n.cfg.Peer.Party, id)
 	rec, _, err := b.n.seen.Get(ctx, key)
 	if errors.Is(err, ledger.ErrNotFound) {
-		// The claim outlived its retention (outage budget + a day): the
-		// digests a receipt must bind are gone, so no receipt can be issued.
-		// The entry goes, so the inbox does not hold it forever.
-		b.n.logger.ErrorContext(ctx, "ALERT inbox ack after the message's retention: no delivered receipt possible",
+		// The claim is gone (records are kept forever, so an operator
+		// removed it): the digests a receipt must bind are gone, so no
+		// receipt can be issued. The entry goes, so the inbox does not hold
+		// it forever.
+		b.n.logger.ErrorContext(ctx, "ALERT inbox ack for a message without a claim record: no delivered receipt possible",
 			slog.String("msg_id", id), slog.String("agency", agency))
 		_ = b.n.inbox.Remove(ctx, agency, id)
-		return &api.Error{Kind: api.KindNotFound, Code: "expired", Detail: "the message is past its retention; it was removed from the inbox without a delivered receipt"}
+		return &api.Error{Kind: api.KindNotFound, Code: "expired", Detail: "the message has no record any more; it was removed from the inbox without a delivered receipt"}
 	}
 	if err != nil {
 		return unavailable(err)
@@ -238,11 +231,11 @@ func (b backend) AckInbox(ctx context.Context, agency, id string) error {
 	now := b.n.now()
 	r := &envelope.Receipt{Msg: id, Status: envelope.StatusDelivered, EnvSHA256: rec.EnvSHA256, MsgSHA256: rec.MsgSHA256,
 		Recipient: d.Recipient, DeliveredAt: now.Unix()}
-	if _, err := b.n.issuer.Issue(ctx, r, nats.Header{}); err != nil {
-		return unavailable(err)
-	}
-	if _, err := b.n.seen.Update(ctx, key, func(r *ledger.Record) bool {
-		return r.AddEvent(ledger.Event(api.StatusDelivered, now, ""))
+	// The receipt and its event go into the claim record in one write; a
+	// repeated ack sends the stored bytes again.
+	if _, err := b.n.issuer.Issue(ctx, r, nats.Header{}, func(ctx context.Context, token []byte) ([]byte, error) {
+		_, stored, err := b.n.seen.AddReceipt(ctx, key, nil, string(envelope.StatusDelivered), token, ledger.Event(api.StatusDelivered, now, ""))
+		return stored, err
 	}); err != nil {
 		return unavailable(err)
 	}

@@ -85,7 +85,7 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	it.opened, it.id = opened, opened.Claims.ID
 	span.SetAttributes(transport.AttrMessageType.String(string(opened.Claims.Type))) // signed, unlike the subject
 	defer p.lock(it.id)()
-	rec, dup, err := p.claim(ctx, it)
+	rec, fresh, err := p.claim(ctx, it)
 	it.rec = rec
 	if err != nil {
 		p.cfg.Logger.WarnContext(ctx, "dedup claim failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
@@ -95,8 +95,12 @@ func (p *Processor) handleMsg(ctx context.Context, m jetstream.Msg) {
 	switch {
 	case rec.EnvSHA256 != it.digest:
 		p.equivocation(ctx, it, rec)
-	case dup:
-		p.duplicate(ctx, it)
+	case rec.Seq != it.seq:
+		p.duplicate(ctx, it, rec)
+	case fresh && rec.Has(api.StatusRejected):
+		p.rejected(ctx, it)
+	case fresh:
+		p.deliver(ctx, it)
 	default:
 		p.advance(ctx, it, rec)
 	}
@@ -125,40 +129,75 @@ func (p *Processor) reopen(ctx context.Context, it *item, openErr error) (*envel
 	return nil, openErr
 }
 
-// claim creates the dedup record, or returns the existing one. dup is true
-// when the record belongs to another copy (another stream sequence).
-func (p *Processor) claim(ctx context.Context, it *item) (*ledger.Record, bool, error) {
+// claim decides on the message (policy: accepted or rejected), signs that
+// receipt and creates the dedup record holding the event and the receipt's
+// bytes: the claim, the decision and its evidence are one durable write.
+// Then the receipt is sent. fresh is false when the record was there
+// already (a redelivery, or another copy of the message): it is returned
+// and nothing is sent; the signature is wasted.
+func (p *Processor) claim(ctx context.Context, it *item) (rec *ledger.Record, fresh bool, err error) {
 	c := it.opened.Claims
-	rec := &ledger.Record{
-		ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
-		Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
-		Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry,
-		TraceID: it.span.SpanContext().TraceID().String(), Traceparent: traceparent(it.span), Timeline: []api.Event{},
+	status, r := api.StatusAccepted, &envelope.Receipt{Status: envelope.StatusAccepted}
+	if reason, ok := p.policy(it); !ok {
+		status, r = api.StatusRejected, &envelope.Receipt{Status: envelope.StatusRejected, Reason: reason}
 	}
-	got, err := p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
+	r.Msg, r.EnvSHA256, r.MsgSHA256 = it.id, it.digest, it.opened.MsgSHA256
+	_, err = p.issuer.Issue(ctx, r, it.hdr, func(ctx context.Context, token []byte) ([]byte, error) {
+		rec = &ledger.Record{
+			ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
+			Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
+			Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry,
+			TraceID: it.span.SpanContext().TraceID().String(), Traceparent: traceparent(it.span),
+			Timeline: []api.Event{ledger.Event(status, p.cfg.Now(), string(r.Reason))},
+			Receipts: map[string]string{string(r.Status): string(token)},
+		}
+		rec, err = p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
+		return token, err
+	})
 	if errors.Is(err, ledger.ErrExists) {
-		return got, got.Seq != it.seq, nil
+		return rec, false, nil
 	}
-	return got, false, err
+	// On an error after the claim (the send failed), the redelivery finds
+	// the record and sends its receipt (advance).
+	return rec, err == nil, err
 }
 
-// advance moves an original (non-duplicate) message forward from wherever
-// its record says it stopped.
+// advance moves an original (non-duplicate) message on from wherever its
+// record says it stopped: a redelivery after a crash, a failed send or a
+// failed delivery attempt. The receipts the record holds are sent again
+// first (the outbox drops what did go out).
 func (p *Processor) advance(ctx context.Context, it *item, rec *ledger.Record) {
-	if rec.Terminal() {
-		_ = it.m.Ack()
-		return
-	}
-	if reason, ok := p.policy(it); !ok {
-		p.reject(ctx, it, reason, "")
-		return
-	}
-	if !rec.Has(api.StatusAccepted) {
-		if !p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusAccepted}, api.StatusAccepted, "") {
-			return
+	for _, st := range []string{api.StatusAccepted, api.StatusDelivered, api.StatusRejected} {
+		if token := rec.Receipts[st]; token != "" {
+			if err := p.issuer.Send(ctx, it.id, st, []byte(token)); err != nil {
+				p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be sent; holding the message",
+					slog.String("msg_id", it.id), slog.String("status", st), slog.Any("err", err))
+				p.retry(it)
+				return
+			}
 		}
 	}
-	p.deliver(ctx, it)
+	switch {
+	case rec.Terminal():
+		_ = it.m.Ack()
+	case !rec.Has(api.StatusAccepted):
+		// A claim always holds its decision; this record is older than that.
+		if reason, ok := p.policy(it); !ok {
+			p.reject(ctx, it, reason, "")
+		} else if p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusAccepted}, api.StatusAccepted, "") {
+			p.deliver(ctx, it)
+		}
+	default:
+		p.deliver(ctx, it)
+	}
+}
+
+// rejected settles a message the policy refused at its claim.
+func (p *Processor) rejected(ctx context.Context, it *item) {
+	reason := it.rec.Timeline[0].Reason
+	it.span.SetAttributes(transport.AttrStatus.String(string(envelope.StatusRejected)), transport.AttrReason.String(reason))
+	p.cfg.Logger.WarnContext(ctx, "message rejected", slog.String("msg_id", it.id), slog.String("reason", reason))
+	_ = it.m.Ack()
 }
 
 // policy checks the routing hints against the signed claims, then the
@@ -210,29 +249,25 @@ func (p *Processor) deliver(ctx context.Context, it *item) {
 	}
 }
 
-// issue signs, stores and sends one receipt for it, then records the event.
-// On a storage failure it naks the message and returns false: invariant 6,
-// no progress without evidence.
+// issue signs one receipt for it, stores it with its event in the claim
+// record (one write) and sends it. On a storage failure it naks the message
+// and returns false: invariant 6, no progress without evidence.
 func (p *Processor) issue(ctx context.Context, it *item, r *envelope.Receipt, status, reason string) bool {
 	r.Msg, r.EnvSHA256 = it.id, it.digest
 	if it.opened != nil {
 		r.MsgSHA256 = it.opened.MsgSHA256
 	}
-	if _, err := p.issuer.Issue(ctx, r, it.hdr); err != nil {
+	key := ledger.SeenKey(p.cfg.Peer, it.id)
+	_, err := p.issuer.Issue(ctx, r, it.hdr, func(ctx context.Context, token []byte) ([]byte, error) {
+		rec, stored, err := p.seen.AddReceipt(ctx, key, it.rec, string(r.Status), token, ledger.Event(status, p.cfg.Now(), reason))
+		if err == nil {
+			it.rec = rec
+		}
+		return stored, err
+	})
+	if err != nil {
 		p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be issued; holding the message",
 			slog.String("msg_id", it.id), slog.String("status", string(r.Status)), slog.Any("err", err))
-		p.retry(it)
-		return false
-	}
-	key := ledger.SeenKey(p.cfg.Peer, it.id)
-	rec, err := p.seen.UpdateFrom(ctx, key, it.rec, func(rec *ledger.Record) bool {
-		return rec.AddEvent(ledger.Event(status, p.cfg.Now(), reason))
-	})
-	if err == nil {
-		it.rec = rec
-	}
-	if err != nil {
-		p.cfg.Logger.WarnContext(ctx, "ledger update failed; retrying", slog.String("msg_id", it.id), slog.Any("err", err))
 		p.retry(it)
 		return false
 	}
@@ -274,9 +309,10 @@ func (p *Processor) rejectUnopened(ctx context.Context, it *item, reason envelop
 }
 
 // duplicate answers another copy of a message we already hold with the
-// stored receipts, byte for byte (invariant 4), and delivers nothing.
-func (p *Processor) duplicate(ctx context.Context, it *item) {
-	n, err := p.issuer.Resend(ctx, it.id, strconv.FormatUint(it.seq, 10), it.hdr)
+// receipts its record holds, byte for byte (invariant 4), and delivers
+// nothing.
+func (p *Processor) duplicate(ctx context.Context, it *item, rec *ledger.Record) {
+	n, err := p.issuer.Resend(ctx, it.id, strconv.FormatUint(it.seq, 10), rec.Receipts, it.hdr)
 	if err != nil {
 		p.retry(it)
 		return

@@ -18,6 +18,7 @@ import (
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/receipts"
 	"github.com/cmx-exchange/cmx/gateway/transport"
 )
 
@@ -28,10 +29,15 @@ type Opener interface {
 
 // Issuer issues our receipts (a *receipts.Issuer).
 type Issuer interface {
-	Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
+	// Issue signs r, stores the token with store (which returns the bytes
+	// stored first for that receipt) and sends the stored bytes.
+	Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header, store receipts.Store) ([]byte, error)
 	IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
 	IssueUnopened(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error)
-	Resend(ctx context.Context, msgID, trigger string, hdr nats.Header) (int, error)
+	// Send sends a stored receipt again under its own id (the outbox drops a repeat).
+	Send(ctx context.Context, msgID, status string, token []byte) error
+	// Resend sends stored receipts (by status) as the answer to a duplicate copy.
+	Resend(ctx context.Context, msgID, trigger string, stored map[string]string, hdr nats.Header) (int, error)
 }
 
 // Acceptor accepts the peer's receipts (a *receipts.Acceptor).

@@ -12,6 +12,7 @@ import (
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
+	"github.com/cmx-exchange/cmx/gateway/receipts"
 	"github.com/cmx-exchange/cmx/gateway/transport"
 	"github.com/cmx-exchange/cmx/gateway/transport/transporttest"
 )
@@ -41,16 +42,24 @@ func (i *recordingIssuer) record(r *envelope.Receipt) ([]byte, error) {
 	i.issued = append(i.issued, *r)
 	return []byte("token"), nil
 }
-func (i *recordingIssuer) Issue(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
-	return i.record(r)
+
+// Issue records the receipts the store took (not those of a lost claim).
+func (i *recordingIssuer) Issue(ctx context.Context, r *envelope.Receipt, _ nats.Header, store receipts.Store) ([]byte, error) {
+	stored, err := store(ctx, []byte("token"))
+	if err != nil {
+		return nil, err
+	}
+	_, _ = i.record(r)
+	return stored, nil
 }
+func (i *recordingIssuer) Send(context.Context, string, string, []byte) error { return nil }
 func (i *recordingIssuer) IssueConflict(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
 	return i.record(r)
 }
 func (i *recordingIssuer) IssueUnopened(_ context.Context, r *envelope.Receipt, _ nats.Header) ([]byte, error) {
 	return i.record(r)
 }
-func (i *recordingIssuer) Resend(context.Context, string, string, nats.Header) (int, error) {
+func (i *recordingIssuer) Resend(context.Context, string, string, map[string]string, nats.Header) (int, error) {
 	return 0, nil
 }
 

@@ -1,7 +1,6 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -491,7 +490,7 @@ func TestReceiptsPut(t *testing.T) {
 		{name: "second put keeps the first bytes", role: "recv", msg: "m1", status: "accepted", token: "second", wantBytes: "first"},
 		{name: "same bytes again", role: "recv", msg: "m1", status: "accepted", token: "first", wantBytes: "first"},
 		{name: "other status is its own receipt", role: "recv", msg: "m1", status: "delivered", token: "d", wantBytes: "d", wantFresh: true},
-		{name: "other role is its own receipt", role: ledger.Issued, msg: "m1", status: "accepted", token: "mine", wantBytes: "mine", wantFresh: true},
+		{name: "other role is its own receipt", role: "conflict", msg: "m1", status: "accepted", token: "mine", wantBytes: "mine", wantFresh: true},
 		{name: "other message is its own receipt", role: "recv", msg: "m2", status: "accepted", token: "m2", wantBytes: "m2", wantFresh: true},
 	}
 	for _, tc := range tests {
@@ -514,45 +513,6 @@ func TestReceiptsPut(t *testing.T) {
 	}
 }
 
-func TestReceiptsAll(t *testing.T) {
-	_, kv := buckets(t)
-	rc := ledger.NewReceipts(kv)
-	ctx := testCtx(t)
-	// Stored out of status order, and one of another role.
-	for _, p := range []struct{ role, status, token string }{
-		{ledger.Issued, "rejected", "r"}, {ledger.Issued, "accepted", "a"},
-		{ledger.Issued, "delivered", "d"}, {"recv", "accepted", "theirs"},
-	} {
-		if _, _, err := rc.Put(ctx, p.role, "m1", p.status, []byte(p.token)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tests := []struct {
-		name string
-		role string
-		msg  string
-		want []ledger.Stored
-	}{
-		{name: "status order", role: ledger.Issued, msg: "m1", want: []ledger.Stored{
-			{Status: "accepted", Token: []byte("a")}, {Status: "delivered", Token: []byte("d")}, {Status: "rejected", Token: []byte("r")}}},
-		{name: "role apart", role: "recv", msg: "m1", want: []ledger.Stored{{Status: "accepted", Token: []byte("theirs")}}},
-		{name: "nothing stored", role: ledger.Issued, msg: "m2", want: nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := rc.All(ctx, tc.role, tc.msg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.EqualFunc(got, tc.want, func(a, b ledger.Stored) bool {
-				return a.Status == b.Status && bytes.Equal(a.Token, b.Token)
-			}) {
-				t.Fatalf("All = %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestReceiptsQuarantine(t *testing.T) {
 	_, kv := buckets(t)
 	rc := ledger.NewReceipts(kv)
@@ -566,7 +526,56 @@ func TestReceiptsQuarantine(t *testing.T) {
 	if err != nil || string(e.Value()) != "first" {
 		t.Fatalf("quarantined %v, %v; want the first bytes", e, err)
 	}
-	if all, err := rc.All(ctx, "recv", "digest-1"); err != nil || len(all) != 0 {
-		t.Fatalf("a quarantined receipt is counted: %v, %v", all, err)
+	for _, st := range []string{"accepted", "delivered", "rejected"} {
+		if _, err := rc.Get(ctx, "recv", "digest-1", st); !errors.Is(err, ledger.ErrNotFound) {
+			t.Fatalf("a quarantined receipt answers as a %s receipt: %v", st, err)
+		}
+	}
+}
+
+// TestAddReceipt: a receipt and the event it attests go into the record in
+// one write; the first stored bytes win and a repeat writes nothing.
+func TestAddReceipt(t *testing.T) {
+	kv, _ := buckets(t)
+	st := ledger.Seen(kv)
+	ctx := testCtx(t)
+	created, err := st.Create(ctx, "US.m1", &ledger.Record{ID: "m1", Direction: api.Inbound, Timeline: []api.Event{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		cached    *ledger.Record
+		status    string
+		token     string
+		wantBytes string
+		wantRevs  uint64 // writes this step adds
+	}{
+		{name: "first receipt, from the cached record", cached: created, status: "accepted", token: "a1", wantBytes: "a1", wantRevs: 1},
+		{name: "re-signed repeat keeps the first bytes", status: "accepted", token: "a2", wantBytes: "a1"},
+		{name: "stale cached record falls back to a read", cached: created, status: "delivered", token: "d1", wantBytes: "d1", wantRevs: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, before, err := st.Get(ctx, "US.m1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, stored, err := st.AddReceipt(ctx, "US.m1", tc.cached, tc.status, []byte(tc.token), ledger.Event(tc.status, at, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(stored) != tc.wantBytes || rec.Receipts[tc.status] != tc.wantBytes || !rec.Has(tc.status) {
+				t.Fatalf("AddReceipt = %q, record %v; want %q with its event", stored, rec.Receipts, tc.wantBytes)
+			}
+			_, after, err := st.Get(ctx, "US.m1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after-before != tc.wantRevs {
+				t.Fatalf("%d writes, want %d", after-before, tc.wantRevs)
+			}
+		})
 	}
 }

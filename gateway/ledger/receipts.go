@@ -8,13 +8,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Issued is the role of the receipts we signed for messages we received.
-// (The peer's receipts for messages we sent live in the message's Record,
-// written with the event they attest.) Other roles keep apart receipts that
-// must never answer for the message itself: conflicts, unopened copies.
-const Issued = "issued"
-
-// Receipts stores the exact bytes of signed receipts (bucket cmx_receipts).
+// Receipts stores the exact bytes of signed receipts that must never answer
+// for a message itself (bucket cmx_receipts), each under a role: our
+// receipts for conflicting or unopenable copies, and peer receipts that
+// failed matching (quarantine). A message's own receipts live in its record.
 type Receipts struct{ kv jetstream.KeyValue }
 
 // NewReceipts wraps the cmx_receipts bucket.
@@ -49,29 +46,6 @@ func (r *Receipts) Get(ctx context.Context, role, msgID, status string) ([]byte,
 		return nil, err
 	}
 	return e.Value(), nil
-}
-
-// Stored is one stored receipt.
-type Stored struct {
-	Status string
-	Token  []byte
-}
-
-// All returns every stored receipt of msgID for role, in status order
-// accepted, delivered, rejected.
-func (r *Receipts) All(ctx context.Context, role, msgID string) ([]Stored, error) {
-	var out []Stored
-	for _, st := range []string{"accepted", "delivered", "rejected"} {
-		b, err := r.Get(ctx, role, msgID, st)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Stored{Status: st, Token: b})
-	}
-	return out, nil
 }
 
 // Quarantine keeps a receipt that failed matching as evidence, keyed by its

@@ -1,11 +1,14 @@
 // Package receipts issues our signed receipts and accepts the peer's
 // (DESIGN.md §3 step 5, §4 "Receipt").
 //
-// Issuer signs a receipt, stores its exact bytes in cmx_receipts (the first
-// stored bytes win: one receipt per message and status, invariant 4) and
-// publishes the stored bytes to the outbox with Nats-Msg-Id = receipt id, so
-// the forwarder carries it to the peer like any message. A duplicate
-// envelope gets the stored bytes again (Resend), never a fresh signature.
+// Issuer signs a receipt, hands its exact bytes to the caller's Store (the
+// inbound stage keeps them in the message's claim record with the event
+// they attest; the first stored bytes win: one receipt per message and
+// status, invariant 4) and publishes the stored bytes to the outbox with
+// Nats-Msg-Id = receipt id, so the forwarder carries it to the peer like
+// any message. Stored before sent: a crash in between is repaired by Send
+// on redelivery. A duplicate envelope gets the stored bytes again
+// (Resend), never a fresh signature.
 //
 // Acceptor verifies a peer receipt against the peer's pinned roots, matches
 // it to the message we sent (id, envelope digest, inner JWS digest), stores

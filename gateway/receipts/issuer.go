@@ -75,31 +75,47 @@ func NewIssuer(cfg IssuerConfig, js jetstream.JetStream, store *ledger.Receipts)
 	return &Issuer{cfg: cfg, js: js, store: store}
 }
 
-// Issue signs r (Issuer, Audience, IssuedAt filled in when empty), stores it
-// unless a receipt for the same message and status exists, and publishes the
-// stored bytes. It returns the stored bytes: on a repeat, the original ones.
-func (i *Issuer) Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
-	return i.issue(ctx, ledger.Issued, r.Msg, "", r, hdr)
+// Store keeps a signed receipt durably and returns the bytes to send: token
+// itself, or the bytes stored first for the same message and status (the
+// first stored bytes win, invariant 4). The receiving side stores a
+// receipt in the message's claim record, with the event it attests.
+type Store func(ctx context.Context, token []byte) (stored []byte, err error)
+
+// Issue signs r (Issuer, Audience, IssuedAt filled in when empty), hands the
+// token to store and publishes the bytes store returns under the receipt's
+// id as Nats-Msg-Id. It returns those bytes. An error from store is
+// returned as it is, without publishing.
+func (i *Issuer) Issue(ctx context.Context, r *envelope.Receipt, hdr nats.Header, store Store) ([]byte, error) {
+	return i.issue(ctx, "", r, hdr, store)
 }
 
 // IssueConflict issues the rejected/duplicate_conflict receipt for an
-// envelope that reuses a message id with other content. It is stored apart
-// from the message's own receipts (keyed by the conflicting digest), so the
-// original's receipts stay untouched and both are kept as evidence.
+// envelope that reuses a message id with other content. It is stored in
+// cmx_receipts, apart from the message's own receipts (keyed by the
+// conflicting digest), so the original's receipts stay untouched and both
+// are kept as evidence.
 func (i *Issuer) IssueConflict(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
-	return i.issue(ctx, "conflict", r.Msg+"."+r.EnvSHA256, ".conflict."+r.EnvSHA256, r, hdr)
+	return i.issue(ctx, ".conflict."+r.EnvSHA256, r, hdr, i.apart("conflict", r.Msg+"."+r.EnvSHA256, r))
 }
 
 // IssueUnopened issues the rejected receipt for an envelope that could not
-// be opened. It names the transport's message id but is stored apart, keyed
-// by the envelope digest, and claims nothing: a corrupted copy must never
-// block the genuine message that a resend brings later (catalogue N-09, F-17).
+// be opened. It names the transport's message id but is stored apart in
+// cmx_receipts, keyed by the envelope digest, and claims nothing: a
+// corrupted copy must never block the genuine message that a resend brings
+// later (catalogue N-09, F-17).
 func (i *Issuer) IssueUnopened(ctx context.Context, r *envelope.Receipt, hdr nats.Header) ([]byte, error) {
-	return i.issue(ctx, "unopened", r.Msg+"."+r.EnvSHA256, ".unopened."+r.EnvSHA256, r, hdr)
+	return i.issue(ctx, ".unopened."+r.EnvSHA256, r, hdr, i.apart("unopened", r.Msg+"."+r.EnvSHA256, r))
 }
 
-func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envelope.Receipt, hdr nats.Header) (stored []byte, err error) {
-	defer func() { i.observe(err) }()
+// apart stores a receipt in cmx_receipts under role and key.
+func (i *Issuer) apart(role, key string, r *envelope.Receipt) Store {
+	return func(ctx context.Context, token []byte) ([]byte, error) {
+		stored, _, err := i.store.Put(ctx, role, key, string(r.Status), token)
+		return stored, err
+	}
+}
+
+func (i *Issuer) issue(ctx context.Context, idSuffix string, r *envelope.Receipt, hdr nats.Header, store Store) (stored []byte, err error) {
 	if r.Issuer == "" {
 		r.Issuer = i.cfg.Party
 	}
@@ -119,29 +135,48 @@ func (i *Issuer) issue(ctx context.Context, role, key, idSuffix string, r *envel
 	// wasted signature but saves a read on every first issue.
 	token, err := envelope.IssueReceipt(r, i.cfg.Signer)
 	if err != nil {
+		i.observe(err)
 		return nil, fmt.Errorf("receipts: sign %s/%s: %w", r.Msg, r.Status, err)
 	}
-	if stored, _, err = i.store.Put(ctx, role, key, string(r.Status), token); err != nil {
+	if stored, err = store(ctx, token); err != nil {
+		if !errors.Is(err, ledger.ErrExists) { // a lost claim race is no failure to keep evidence
+			i.observe(err)
+		}
 		return nil, err
 	}
-	return stored, i.publish(ctx, stored, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
+	err = i.publish(ctx, stored, envelope.ReceiptID(r.Msg, r.Status)+idSuffix, hdr)
+	i.observe(err)
+	return stored, err
 }
 
-// Resend publishes again every receipt already issued for msgID, byte for
-// byte, under a Nats-Msg-Id derived from trigger (the duplicate's inbound
-// sequence) so that the outbox does not drop it as a duplicate while a
-// redelivery of the same trigger still does.
-func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, hdr nats.Header) (int, error) {
-	all, err := i.store.All(ctx, ledger.Issued, msgID)
-	if err != nil {
-		return 0, err
-	}
-	for _, st := range all {
-		if err := i.publish(ctx, st.Token, msgID+"."+st.Status+".resend."+trigger, hdr); err != nil {
-			return 0, err
+// Send publishes a stored receipt again, byte for byte, under its own
+// Nats-Msg-Id: after a crash between storing and publishing it goes out
+// now, and when it did go out the outbox drops the repeat (within its
+// duplicate window; past it the peer gets the same bytes twice, which it
+// takes as one).
+func (i *Issuer) Send(ctx context.Context, msgID, status string, token []byte) error {
+	err := i.publish(ctx, token, envelope.ReceiptID(msgID, envelope.Status(status)), nil)
+	i.observe(err)
+	return err
+}
+
+// Resend publishes again every receipt stored for msgID (by status), byte
+// for byte, under a Nats-Msg-Id derived from trigger (the duplicate's
+// inbound sequence) so that the outbox does not drop it as a duplicate
+// while a redelivery of the same trigger still does.
+func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, stored map[string]string, hdr nats.Header) (int, error) {
+	n := 0
+	for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
+		token := stored[string(st)]
+		if token == "" {
+			continue
 		}
+		if err := i.publish(ctx, []byte(token), msgID+"."+string(st)+".resend."+trigger, hdr); err != nil {
+			return n, err
+		}
+		n++
 	}
-	return len(all), nil
+	return n, nil
 }
 
 func (i *Issuer) publish(ctx context.Context, token []byte, msgID string, _ nats.Header) error {

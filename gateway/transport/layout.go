@@ -50,7 +50,6 @@ const (
 	DefaultMaxMsgSize      = int32(4 << 20)
 	DefaultDuplicateWindow = 10 * time.Minute
 	IdemTTL                = 24 * time.Hour
-	SeenMargin             = 24 * time.Hour // cmx_seen TTL = outage budget + SeenMargin
 )
 
 // Subject prefixes. Everything the gateway publishes lives under "cmx.".

@@ -88,7 +88,7 @@ func bucketConfigs(cfg LayoutConfig) []jetstream.KeyValueConfig {
 	}
 	return []jetstream.KeyValueConfig{
 		kv(BucketStatus, 0),
-		kv(BucketSeen, cfg.OutageBudget+SeenMargin),
+		kv(BucketSeen, 0), // evidence: our receipts live in the claim records
 		kv(BucketIdem, IdemTTL),
 		kv(BucketReceipts, 0),
 		kv(BucketInbox, 0),
