@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
@@ -30,19 +31,47 @@ var (
 	ErrInvalid = errors.New("receipts: receipt does not verify")
 )
 
-// AcceptorConfig configures an Acceptor.
+// AcceptorConfig configures an Acceptor. Fields must not change after NewAcceptor.
 type AcceptorConfig struct {
 	Verifier *envelope.ReceiptVerifier // pinned to the peer's roots, Self = our party; required
 	Now      func() time.Time
 	Logger   *slog.Logger
 	Tracing  transport.Tracing // zero means no tracing
+	// Relayed holds the relayed events not yet written (an
+	// *outbound.Relayed): the write of a message's receipt carries the
+	// one held for it. nil means none.
+	Relayed RelayedEvents
+	// Recent holds the records written last: a receipt write starts from
+	// the copy there instead of reading the record, and keeps its result
+	// there. nil means none.
+	Recent *ledger.Recent
+	// Hold is how long a receipt that is not terminal (accepted) waits for
+	// the same message's terminal one (delivered, rejected) to share its
+	// write; the terminal one never waits. 0 means no wait.
+	Hold time.Duration
+	// HoldMax bounds the receipts waiting at once; past it a receipt is
+	// written without waiting. A waiting receipt keeps its caller (a
+	// worker of the inbound stage) busy: keep HoldMax well below the
+	// callers, so that the terminal receipts they wait for are still taken
+	// in. 0 means 1.
+	HoldMax int
+}
+
+// RelayedEvents holds relayed events that no write carried yet.
+type RelayedEvents interface {
+	// Held returns the relayed time held for message id, if any.
+	Held(id string) (time.Time, bool)
+	// Carried tells that a durable write of id's record holds its relayed event.
+	Carried(id string)
 }
 
 // Acceptor verifies, matches and records the peer's receipts.
 type Acceptor struct {
-	cfg   AcceptorConfig
-	sent  *ledger.Store
-	store *ledger.Receipts
+	cfg     AcceptorConfig
+	sent    *ledger.Store
+	store   *ledger.Receipts
+	group   coalescer
+	holding atomic.Int32 // receipts waiting for Hold
 }
 
 // NewAcceptor returns an Acceptor over the outbound ledger and receipt store.
@@ -54,12 +83,14 @@ func NewAcceptor(cfg AcceptorConfig, sent *ledger.Store, store *ledger.Receipts)
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Tracing = cfg.Tracing.OrNoop()
+	cfg.HoldMax = max(cfg.HoldMax, 1)
 	return &Acceptor{cfg: cfg, sent: sent, store: store}
 }
 
 // Accept processes one receipt token. It returns the verified receipt, or an
 // error wrapping ErrInvalid, ErrUnknownMessage or ErrMismatch, or a transient
-// storage error.
+// storage error. It returns once the receipt is durable in the message's
+// record: receipts of one message that arrive together share one write.
 func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.VerifiedReceipt, error) {
 	ctx, span := a.cfg.Tracing.Tracer.Start(ctx, "receipt verify")
 	defer span.End()
@@ -69,33 +100,17 @@ func (a *Acceptor) Accept(ctx context.Context, token []byte) (*envelope.Verified
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	span.SetAttributes(semconv.MessagingMessageID(vr.Msg), transport.AttrStatus.String(string(vr.Status)))
-	rec, _, err := a.sent.Get(ctx, vr.Msg)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return vr, fmt.Errorf("%w: %s", ErrUnknownMessage, vr.Msg)
-	}
-	if err != nil {
+	op := &rcptOp{vr: vr, token: token}
+	if err := a.write(ctx, op); err != nil {
 		return vr, err
 	}
-	linkMessageTrace(span, rec.Traceparent)
-	if vr.EnvSHA256 != rec.EnvSHA256 || (vr.MsgSHA256 != "" && vr.MsgSHA256 != rec.MsgSHA256) {
-		_ = a.store.Quarantine(ctx, envelope.Digest(token), token)
-		return vr, fmt.Errorf("%w: %s %s", ErrMismatch, vr.Msg, vr.Status)
+	linkMessageTrace(span, op.traceparent)
+	if op.err != nil {
+		return vr, op.err
 	}
-	// The receipt's bytes and the event it attests go into the message's
-	// record in one write; the first stored bytes win (R-05: ECDSA is
-	// randomised, a re-signed receipt differs) and the timeline moves once.
-	status, second := string(vr.Status), false
-	_, err = a.sent.UpdateFrom(ctx, vr.Msg, rec, func(r *ledger.Record) bool {
-		stored, changed := r.PutReceipt(status, token)
-		second = stored != string(token)
-		return r.AddEvent(event(vr)) || changed
-	})
-	if err != nil {
-		return vr, err
-	}
-	if second {
+	if op.second {
 		a.cfg.Logger.InfoContext(ctx, "second receipt for the same status kept out",
-			slog.String("msg_id", vr.Msg), slog.String("status", status))
+			slog.String("msg_id", vr.Msg), slog.String("status", string(vr.Status)))
 	}
 	return vr, nil
 }
