@@ -14,6 +14,13 @@
 // outbox. A failed publish leaves the item in the outbox, retried with backoff
 // and the same Nats-Msg-Id, so the peer's stream deduplicates retries.
 //
-// Both are safe for concurrent use; Forwarder.Run owns its goroutines and
-// returns when its context ends.
+// Relayed records the relayed event (the peer's PubAck) with as few writes
+// of the message's record as it can: it holds the event in memory, bounded,
+// for the write of the peer's first receipt to carry it (the receipts
+// acceptor asks for it), and writes it alone only past a hold time or when
+// full. A crash loses the events held: those timelines lack relayed, and
+// their status, the highest-ranked event, is still right.
+//
+// All three are safe for concurrent use; Forwarder.Run and Relayed.Run own
+// their goroutines and return when their context ends.
 package outbound

@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
 	"github.com/cmx-exchange/cmx/gateway/transport"
 )
@@ -301,17 +300,6 @@ func (f *Forwarder) peerSubject(outbox string) (string, error) {
 		return transport.XMsgSubject(from, to, strings.TrimPrefix(rest, "msg.")), nil
 	}
 	return "", fmt.Errorf("unexpected outbox subject %q", outbox)
-}
-
-// MarkRelayed records the relayed event of an outbound message.
-func MarkRelayed(ctx context.Context, sent *ledger.Store, id string, at time.Time) error {
-	_, err := sent.Update(ctx, id, func(r *ledger.Record) bool {
-		return r.AddEvent(ledger.Event(api.StatusRelayed, at, ""))
-	})
-	if errors.Is(err, ledger.ErrNotFound) {
-		return nil // the ingress crashed between publish and record: nothing to annotate
-	}
-	return err
 }
 
 // forwardBufferBytes bounds what the forwarder pulls ahead of the peer's

@@ -35,6 +35,7 @@ type SenderConfig struct {
 	Now            func() time.Time  // nil means time.Now
 	Logger         *slog.Logger      // nil discards
 	Tracing        transport.Tracing // zero means no tracing
+	Recent         *ledger.Recent    // keeps each record created, for the receipts' writes; nil means none
 }
 
 // Sender seals submissions and publishes them durably to the outbox.
@@ -169,9 +170,11 @@ func (s *Sender) Submit(ctx context.Context, agency, id string, req *api.SubmitR
 		Timeline: []api.Event{ledger.Event(api.StatusAccepted, now, "")},
 	}
 	if !recorded {
-		if _, err := s.sent.Create(ctx, id, rec); err != nil && !errors.Is(err, ledger.ErrExists) {
+		created, err := s.sent.Create(ctx, id, rec)
+		if err != nil && !errors.Is(err, ledger.ErrExists) {
 			return nil, unavailable("ledger", err)
 		}
+		s.cfg.Recent.Put(created)
 	}
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "message accepted",
 		slog.String("msg_id", id), slog.String("type", req.Type), slog.String("sender", c.Sender),
