@@ -12,6 +12,10 @@
 //
 // Acceptor verifies a peer receipt against the peer's pinned roots, matches
 // it to the message we sent (id, envelope digest, inner JWS digest), stores
-// it and moves the message's timeline. A receipt that does not verify or
-// match is never counted: it is quarantined and logged as an alert.
+// it and moves the message's timeline. Receipts of one message that arrive
+// together are written in one update (group commit per message id; an
+// accepted receipt may wait briefly for the delivered one), with the
+// message's relayed event when it is still held in memory. A receipt that
+// does not verify or match is never counted: it is quarantined and logged
+// as an alert.
 package receipts
