@@ -48,7 +48,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchOpts, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("bench", "results"), "directory of the JSON results")
 	fs.StringVar(&o.cmxd, "cmxd", "", "cmxd binary to run (default: build ./cmd/cmxd with the go tool)")
 	fs.StringVar(&o.dir, "dir", "", "working directory, kept afterwards (default: a temporary one, removed)")
-	fs.StringVar(&o.profile, "profile", "", "write each gateway's CPU profile of one phase 1 run into `DIR` (one repetition, no phase 2)")
+	fs.StringVar(&o.profile, "profile", "", "write each gateway's CPU and peak heap profiles of one phase 1 run into `DIR` (one repetition, no phase 2)")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -286,7 +286,11 @@ func (b *bench) finish(ctx context.Context, res *benchResult) []error {
 	}
 	res.Machine.LoadAvgEnd = loadAvg()
 	if b.o.profile != "" {
-		res.Profiles = map[string]string{"us": filepath.Join(b.o.profile, "us-cpu.pprof"), "jp": filepath.Join(b.o.profile, "jp-cpu.pprof")}
+		res.Profiles = map[string]string{}
+		for _, party := range []string{"us", "jp"} {
+			res.Profiles[party] = filepath.Join(b.o.profile, party+"-cpu.pprof")
+			res.Profiles[party+"-heap"] = filepath.Join(b.o.profile, party+"-heap.pprof")
+		}
 		return nil
 	}
 	if cost, err := b.readCost(ctx, 2000); err == nil {

@@ -285,6 +285,9 @@ func printResult(w io.Writer, r *benchResult, path string) {
 		if f := r.Profiles[party]; f != "" {
 			fmt.Fprintf(w, "profile %s: go tool pprof -top %s\n", strings.ToUpper(party), f)
 		}
+		if f := r.Profiles[party+"-heap"]; f != "" {
+			fmt.Fprintf(w, "heap at peak RSS %s: go tool pprof -sample_index=inuse_space -top %s (figures: %s.txt)\n", strings.ToUpper(party), f, f)
+		}
 	}
 	fmt.Fprintf(w, "\nresults: %s\n", path)
 }

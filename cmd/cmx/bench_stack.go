@@ -62,7 +62,8 @@ func buildCmxd(ctx context.Context, dir string) (string, error) {
 
 // startStack prepares the pair under dir and starts JP (which accepts the
 // leafnode), then US, each as its own cmxd process, and waits until both are
-// ready and linked. profileDir, if set, receives each gateway's CPU profile.
+// ready and linked. profileDir, if set, receives each gateway's CPU profile,
+// its heap profile near its peak resident set and that peak's memory figures.
 func startStack(ctx context.Context, cmxd, dir, profileDir string, body []byte) (*stack, error) {
 	recv, err := startReceiver()
 	if err != nil {
@@ -84,7 +85,7 @@ func startStack(ctx context.Context, cmxd, dir, profileDir string, body []byte) 
 		side := []*pair.Side{s.pair.US, s.pair.JP}[i]
 		prof := ""
 		if profileDir != "" {
-			prof = filepath.Join(profileDir, strings.ToLower(side.Party)+"-cpu.pprof")
+			prof = filepath.Join(profileDir, strings.ToLower(side.Party))
 		}
 		if s.procs[i], err = startGateway(cmxd, side, dir, prof); err != nil {
 			s.stop()
@@ -116,6 +117,7 @@ func newBenchSide(side *pair.Side, body []byte) (*benchSide, error) {
 }
 
 // startGateway starts cmxd on side's config; its logs go to <party>.log.
+// profile, if set, is the path prefix of its profiles.
 func startGateway(cmxd string, side *pair.Side, dir, profile string) (*gwProc, error) {
 	log, err := os.Create(filepath.Join(dir, strings.ToLower(side.Party)+".log"))
 	if err != nil {
@@ -124,7 +126,7 @@ func startGateway(cmxd string, side *pair.Side, dir, profile string) (*gwProc, e
 	defer log.Close() // the child holds its own descriptor
 	args := []string{"--config", side.ConfigPath}
 	if profile != "" {
-		args = append(args, "--cpuprofile", profile)
+		args = append(args, "--cpuprofile", profile+"-cpu.pprof", "--memprofile", profile+"-heap.pprof")
 	}
 	cmd := exec.Command(cmxd, args...)
 	cmd.Stdout, cmd.Stderr, cmd.Dir = log, log, dir

@@ -3,8 +3,11 @@
 //	cmxd --config FILE            run the gateway
 //	cmxd validate --config FILE   check a config (and the files it names) and exit
 //
-// --cpuprofile FILE writes a CPU profile of the whole run, from start to
-// shutdown, for the end-to-end benchmark (cmx bench --profile).
+// For the end-to-end benchmark (cmx bench --profile): --cpuprofile FILE
+// writes a CPU profile of the whole run, from start to shutdown;
+// --memprofile FILE writes the heap profile at the run's largest live heap,
+// and FILE.txt: the runtime's memory classes at the peak resident set, at
+// the largest live heap and at shutdown.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/cmx-exchange/cmx/gateway"
 )
@@ -39,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("CMX_CONFIG"), "gateway config file (YAML); env CMX_CONFIG")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to `FILE` at shutdown (benchmarking)")
+	memprofile := fs.String("memprofile", "", "write the heap profile at the largest live heap to `FILE`, and memory figures to FILE.txt (benchmarking)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,14 +62,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: valid gateway config for party %s (peer %s, %d agencies)\n", *path, cfg.Party, cfg.Peer.Party, len(cfg.Agencies))
 		return nil
 	}
-	if *cpuprofile == "" {
-		return node.Run(ctx)
+	var stops []func() error
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
 	}
-	stop, err := startCPUProfile(*cpuprofile)
-	if err != nil {
-		return err
+	if *memprofile != "" {
+		stop, err := startMemProfile(*memprofile, memSampleInterval)
+		if err != nil {
+			return errors.Join(err, runStops(stops))
+		}
+		stops = append(stops, stop)
 	}
-	return errors.Join(node.Run(ctx), stop())
+	return errors.Join(node.Run(ctx), runStops(stops))
+}
+
+// memSampleInterval is how often --memprofile reads the resident set.
+const memSampleInterval = 100 * time.Millisecond
+
+func runStops(stops []func() error) error {
+	var errs []error
+	for _, stop := range stops {
+		errs = append(errs, stop())
+	}
+	return errors.Join(errs...)
 }
 
 // startCPUProfile starts profiling into path; stop ends it and closes the file.
