@@ -3,6 +3,9 @@
 //	cmxd --config FILE            run the gateway
 //	cmxd validate --config FILE   check a config (and the files it names) and exit
 //
+// The Go runtime's garbage collector is governed towards
+// limits.memory_bytes, a soft memory target (memlimit.go).
+//
 // For the end-to-end benchmark (cmx bench --profile): --cpuprofile FILE
 // writes a CPU profile of the whole run, from start to shutdown;
 // --memprofile FILE writes the heap profile at the run's largest live heap,
@@ -61,6 +64,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if validate {
 		fmt.Fprintf(stdout, "%s: valid gateway config for party %s (peer %s, %d agencies)\n", *path, cfg.Party, cfg.Peer.Party, len(cfg.Agencies))
 		return nil
+	}
+	if target, ok := memoryTarget(cfg.Limits, os.Getenv); ok {
+		defer startMemoryGovernor(target)()
 	}
 	var stops []func() error
 	if *cpuprofile != "" {
