@@ -126,8 +126,10 @@ type LimitsConfig struct {
 	// runs more often and returns memory to the OS to stay there, always
 	// leaving the heap 25 % over what is live. A live heap above it (large
 	// messages, a deep backlog) is not squeezed: the collector eases back to
-	// Go's default (GOGC=100) by 1.5 times the target. 0 means
-	// DefaultMemoryBytes, unless GOGC or GOMEMLIMIT is set in the
+	// Go's default (GOGC=100) by 1.5 times the target. Whenever holding the
+	// target would take the collector over 12 % of the CPU, it gets more
+	// headroom instead: memory is traded for CPU only while that is cheap.
+	// 0 means DefaultMemoryBytes, unless GOGC or GOMEMLIMIT is set in the
 	// environment (then those apply); -1 means none (Go's default).
 	MemoryBytes int64 `yaml:"memory_bytes,omitempty"`
 }

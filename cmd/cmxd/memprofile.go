@@ -45,6 +45,7 @@ var memClasses = []string{
 	"/gc/gogc:percent",                           // the GC percentage in force
 	"/gc/cycles/total:gc-cycles",                 // GC cycles so far
 	"/cpu/classes/gc/total:cpu-seconds",          // CPU the GC took (runtime's estimate)
+	"/cpu/classes/gc/mark/idle:cpu-seconds",      // of which on otherwise idle processors
 	"/cpu/classes/scavenge/total:cpu-seconds",    // CPU returning memory to the OS
 	"/cpu/classes/user:cpu-seconds",              // CPU running Go code (estimate)
 }
