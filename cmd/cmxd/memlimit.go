@@ -155,7 +155,7 @@ func (g *memoryGovernor) nextRelax(gc, busy float64) float64 {
 	switch {
 	case g.gcShare > maxGCShare:
 		return min(g.relax*relaxStep, maxRelax)
-	case g.gcShare < maxGCShare/2:
+	case g.gcShare < maxGCShare*0.8:
 		return max(g.relax/relaxStep, 1)
 	default:
 		return g.relax
