@@ -12,13 +12,17 @@ import (
 
 // The governor's constants.
 const (
-	minGCPercent = 25  // the heap may always grow a quarter over what is live
-	maxGCPercent = 100 // Go's default: never more headroom than without a target
+	// minHeadroom is the heap growth over the live heap that the limit
+	// always leaves (GOGC=25 at worst).
+	minHeadroom = 0.25
+	// maxOvershoot: when the live heap plus minHeadroom and the runtime's
+	// other memory passes the target times this, the work needs more memory
+	// than the target and the governor steps aside (no limit, GOGC=100).
+	maxOvershoot = 1.25
 	// maxGCShare is the share of the process's busy CPU the collector may
 	// take (averaged over recent cycles) before the governor gives it more
-	// headroom. In the benchmark it takes 3–5 % with GOGC=100; holding the
-	// target takes 5–9 % at 1 KiB bodies, 10–13 % at 16 KiB, up to 19 % at
-	// 256 KiB.
+	// headroom. In the benchmark it takes 3–5 % with no limit; holding the
+	// target takes 5–10 % at 1 KiB bodies, 10–13 % at 16 KiB.
 	maxGCShare = 0.12
 	maxRelax   = 4    // headroom is multiplied by at most this much
 	shareAlpha = 0.2  // weight of the last cycle in the average GC share
@@ -26,38 +30,32 @@ const (
 )
 
 // memoryGovernor keeps the Go runtime's memory near a target (the soft
-// target limits.memory_bytes) without letting the collector eat the CPU.
-// After every garbage collection it sets the soft memory limit and the GC
-// percentage from the heap that collection found live (memoryPolicy):
+// target limits.memory_bytes) while that is cheap. After every garbage
+// collection it sets the soft memory limit from the heap that collection
+// found live (memoryPolicy): the target, or the live heap plus a quarter
+// and the runtime's other memory if that is more. Under the limit the heap
+// is collected more often, and freed pages go back to the OS, rather than
+// the heap grow to twice its live size (GOGC=100). Under a backlog of
+// 1 KiB bodies the live heap is 60–90 MiB, mostly the JetStream store's
+// block caches (8 MiB per stream, 4 MiB per bucket), and GOGC=100 let the
+// heap reach 180 MiB.
 //
-//   - live heap up to the target: GOGC=100 under a memory limit of the
-//     target, raised to 1.25 × live + the runtime's other memory when that is
-//     more. The heap is collected more often, and freed pages go back to the
-//     OS, rather than the heap grow to twice its live size. Under a backlog
-//     of 1 KiB bodies the live heap is 60–90 MiB, mostly the JetStream
-//     store's block caches (8 MiB per stream, 4 MiB per bucket), and
-//     GOGC=100 let the heap reach 180 MiB.
-//   - above the target: no memory limit, and a GC percentage from 25 at the
-//     target to Go's 100 at 1.5 times the target. A limit that follows a
-//     live heap several times larger than any small target (256 KiB bodies)
-//     returns pages to the OS only to fault them back in: that cost 20–30 %
-//     of the throughput.
+// Two things make it step back, because a limit the work does not fit in
+// costs far more CPU than it saves memory (a fixed GOMEMLIMIT of 128 MiB cut
+// the throughput at 256 KiB bodies by two thirds):
 //
-// Whatever the heap, when the collector's share of the busy CPU (averaged
-// over recent cycles) passes maxGCShare, the headroom over the live heap is
-// multiplied by relax, up to maxRelax, and shrinks back once the share is
-// under half that: memory is traded for CPU only while it is cheap. (A fast
-// stream of 16 KiB bodies allocates enough that holding the target cost
-// 10 % of the throughput, 256 KiB bodies 5–15 %.)
+//   - a live heap that needs more than maxOvershoot × the target: no limit;
+//   - the collector taking over maxGCShare of the busy CPU: the headroom
+//     over the live heap is multiplied by relax, up to maxRelax, and shrinks
+//     back once the share is under 80 % of that.
 type memoryGovernor struct {
-	target      int64
-	prevPercent int   // the GC percentage before the governor started
-	prevLimit   int64 // the memory limit before
-	stopped     atomic.Bool
+	target    int64
+	prevLimit int64 // the memory limit before the governor started
+	stopped   atomic.Bool
 
 	// Owned by adjust, which runs on one goroutine at a time (the first call
 	// before arm, the others each from the cleanup the previous one armed).
-	relax        float64 // ≥ 1: the multiplier of the policy's headroom
+	relax        float64 // ≥ 1: the multiplier of the headroom
 	gcShare      float64 // moving average of the GC's share of busy CPU
 	lastGC, last float64 // GC and busy CPU-seconds at the previous adjust
 }
@@ -84,14 +82,13 @@ func memoryTarget(limits gateway.LimitsConfig, env func(string) string) (target 
 }
 
 // startMemoryGovernor governs the heap towards target until stop, which
-// restores the GC percentage and memory limit in force before.
+// restores the memory limit in force before.
 func startMemoryGovernor(target int64) (stop func()) {
-	g := &memoryGovernor{target: target, relax: 1, prevPercent: debug.SetGCPercent(maxGCPercent), prevLimit: debug.SetMemoryLimit(-1)}
+	g := &memoryGovernor{target: target, relax: 1, prevLimit: debug.SetMemoryLimit(-1)}
 	g.adjust()
 	g.arm()
 	return func() {
 		g.stopped.Store(true)
-		debug.SetGCPercent(g.prevPercent)
 		debug.SetMemoryLimit(g.prevLimit)
 	}
 }
@@ -138,9 +135,7 @@ func (g *memoryGovernor) adjust() {
 	}
 	gc := f(6) + f(7) + f(8) + f(9)
 	g.relax = g.nextRelax(gc, gc+f(10))
-	percent, limit := memoryPolicy(g.target, u(0), nonHeap, g.relax)
-	debug.SetGCPercent(percent)
-	debug.SetMemoryLimit(limit)
+	debug.SetMemoryLimit(memoryPolicy(g.target, u(0), nonHeap, g.relax))
 }
 
 // nextRelax updates the average GC share with the CPU-seconds the GC and
@@ -162,21 +157,18 @@ func (g *memoryGovernor) nextRelax(gc, busy float64) float64 {
 	}
 }
 
-// memoryPolicy is the GC percentage and the soft memory limit for a live
-// heap of live bytes, with nonHeap bytes of runtime memory besides the heap
-// (stacks, metadata), governed towards target, the headroom over the live
-// heap multiplied by relax (≥ 1).
-func memoryPolicy(target int64, live, nonHeap uint64, relax float64) (percent int, limit int64) {
-	l, t := float64(live), float64(target)
-	if l <= t {
-		goal := max(t-float64(nonHeap), l*(1+minGCPercent/100.0)) // the heap's size at the next GC
-		need := l + (goal-l)*relax + float64(nonHeap)
-		if need >= 1<<62 {
-			return maxGCPercent, math.MaxInt64
-		}
-		return maxGCPercent, int64(need)
+// memoryPolicy is the soft memory limit for a live heap of live bytes, with
+// nonHeap bytes of runtime memory besides the heap (stacks, metadata),
+// governed towards target, the headroom over the live heap multiplied by
+// relax (≥ 1); math.MaxInt64 is no limit.
+func memoryPolicy(target int64, live, nonHeap uint64, relax float64) int64 {
+	l, t, nh := float64(live), float64(target), float64(nonHeap)
+	if l*(1+minHeadroom)+nh > t*maxOvershoot {
+		return math.MaxInt64 // the work needs more than the target: step aside
 	}
-	// From 25 % headroom at the target to Go's default at 1.5 times it.
-	p := (minGCPercent + (maxGCPercent-minGCPercent)*(l-t)/(t/2)) * relax
-	return int(min(math.Ceil(p), maxGCPercent)), math.MaxInt64
+	goal := max(t-nh, l*(1+minHeadroom)) // the heap's size at the next GC
+	if need := l + (goal-l)*relax + nh; need < 1<<62 {
+		return int64(need)
+	}
+	return math.MaxInt64
 }
