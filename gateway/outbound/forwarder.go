@@ -93,8 +93,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("outbound: forward consumer: %w", err)
 	}
-	// Bounded by bytes, not count: a backlog of large items must not fill memory.
-	iter, err := cons.Messages(jetstream.PullMaxBytes(forwardBufferBytes))
+	// Bounded by bytes, so a backlog of large items does not fill memory,
+	// and by count: with a byte bound alone the client library sizes its
+	// buffer channel for a million messages, which the GC scans every cycle.
+	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(4*f.cfg.Batch, forwardBufferBytes))
 	if err != nil {
 		return fmt.Errorf("outbound: forward consume: %w", err)
 	}
