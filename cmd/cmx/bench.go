@@ -179,11 +179,22 @@ func newBench(ctx context.Context, o *benchOpts, log io.Writer) (*bench, error) 
 		}
 	}
 	b.logf("starting two gateways (separate cmxd processes, embedded NATS, sync always, leafnode)")
-	if b.st, err = startStack(ctx, cmxd, dir, o.profile, body); err != nil {
+	if b.st, err = startStack(ctx, cmxd, dir, o.profile, body, outboxBytes(o, len(body))); err != nil {
 		b.close()
 		return nil, err
 	}
 	return b, nil
+}
+
+// outboxBytes sizes each gateway's outbox for the run. The outbox keeps
+// every envelope with its signed message for the outage budget (evidence),
+// so a run of large messages would fill the 1 GiB default and measure 503
+// outbox-full answers instead of the exchange: the messages of the whole
+// run, at about four times the body each (both JOSE layers are base64 of
+// base64), twice over.
+func outboxBytes(o *benchOpts, body int) int64 {
+	msgs := int64(50 + o.reps*o.count + max(o.p2count, o.count)) // warm-up, phase 1, phase 2
+	return max(1<<30, 2*msgs*int64(4*body+16<<10))
 }
 
 func (b *bench) logf(format string, args ...any) {

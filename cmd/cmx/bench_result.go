@@ -269,6 +269,9 @@ func printResult(w io.Writer, r *benchResult, path string) {
 	fmt.Fprintf(w, "  peak RSS (MiB): US %.1f  JP %.1f  bench %.1f\n", r.PeakRSSMiB["us"], r.PeakRSSMiB["jp"], r.PeakRSSMiB["bench"])
 	if p := r.Phase2; p != nil {
 		fmt.Fprintf(w, "\nphase 2: %d msgs at %.1f msg/s offered (%.1f sent), %d late dispatches\n", p.Messages, p.OfferedRate, p.AchievedRate, p.LateDispatches)
+		if p.SubmitErrors > 0 {
+			fmt.Fprintf(w, "  WARNING: %d submissions refused (see the gateways' logs): the latencies below are of the others only\n", p.SubmitErrors)
+		}
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "latency, ms\tp50\tp90\tp99\tmax\t")
 		for _, l := range []struct {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cmx-exchange/cmx/gateway"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/client"
 	"github.com/cmx-exchange/cmx/gateway/pair"
@@ -64,13 +65,14 @@ func buildCmxd(ctx context.Context, dir string) (string, error) {
 // leafnode), then US, each as its own cmxd process, and waits until both are
 // ready and linked. profileDir, if set, receives each gateway's CPU profile,
 // its heap profile near its peak resident set and that peak's memory figures.
-func startStack(ctx context.Context, cmxd, dir, profileDir string, body []byte) (*stack, error) {
+func startStack(ctx context.Context, cmxd, dir, profileDir string, body []byte, outBytes int64) (*stack, error) {
 	recv, err := startReceiver()
 	if err != nil {
 		return nil, err
 	}
 	s := &stack{dir: dir, recv: recv}
-	s.pair, err = pair.Prepare(pair.Options{Dir: dir, Webhooks: map[string]string{"JP:METI": recv.url(), "US:USTR": recv.url()}})
+	s.pair, err = pair.Prepare(pair.Options{Dir: dir, Webhooks: map[string]string{"JP:METI": recv.url(), "US:USTR": recv.url()},
+		Tune: func(c *gateway.Config) { c.Limits.MaxOutBytes = outBytes }})
 	if err != nil {
 		recv.close()
 		return nil, err
