@@ -15,10 +15,10 @@ import (
 // DefaultRelayedHold is how long a relayed event waits in memory for the
 // write of the peer's first receipt to carry it; past it (checked every
 // quarter of it) the event is written alone, so a message to a slow or
-// absent peer shows relayed about this late. The receipts of a peer at ease come within milliseconds, but a
-// peer flat out queues what it was relayed: measured with cmx bench, 4 to
-// 10 s from relay to receipt, when a 2 s hold carried a fifth of the events
-// and 10 s all of them.
+// absent peer shows relayed about this late. The receipts of a peer at
+// ease come within milliseconds, but a peer flat out queues what it was
+// relayed: measured with cmx bench, 4 to 10 s from relay to receipt, when a
+// 2 s hold carried a fifth of the events and 10 s all of them.
 const DefaultRelayedHold = 10 * time.Second
 
 // RelayedConfig configures a Relayed. Fields must not change after NewRelayed.
