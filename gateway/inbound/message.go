@@ -143,7 +143,7 @@ func (p *Processor) claim(ctx context.Context, it *item) (rec *ledger.Record, fr
 	}
 	r.Msg, r.EnvSHA256, r.MsgSHA256 = it.id, it.digest, it.opened.MsgSHA256
 	_, err = p.issuer.Issue(ctx, r, it.hdr, func(ctx context.Context, token []byte) ([]byte, error) {
-		rec = &ledger.Record{
+		claim := &ledger.Record{
 			ID: c.ID, Direction: api.Inbound, Type: string(c.Type), From: c.Issuer, To: c.Audience,
 			Sender: c.Sender, Recipient: c.Recipient, CorrelationID: c.CorrelationID, Marking: c.Marking,
 			Seq: it.seq, EnvSHA256: it.digest, MsgSHA256: it.opened.MsgSHA256, Expiry: c.Expiry,
@@ -151,8 +151,9 @@ func (p *Processor) claim(ctx context.Context, it *item) (rec *ledger.Record, fr
 			Timeline: []api.Event{ledger.Event(status, p.cfg.Now(), string(r.Reason))},
 			Receipts: map[string]string{string(r.Status): string(token)},
 		}
-		rec, err = p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), rec)
-		return token, err
+		got, cerr := p.seen.Create(ctx, ledger.SeenKey(c.Issuer, c.ID), claim)
+		rec = got // the existing record on ErrExists
+		return token, cerr
 	})
 	if errors.Is(err, ledger.ErrExists) {
 		return rec, false, nil
