@@ -133,10 +133,8 @@ func (b backend) Receipts(ctx context.Context, agency, id string) (*api.Receipts
 	// The record holds the receipts: the peer's for a message we sent, ours
 	// for one we received.
 	out := &api.Receipts{ID: id, Receipts: []string{}}
-	for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
-		if tok := rec.Receipts[string(st)]; tok != "" {
-			out.Receipts = append(out.Receipts, tok)
-		}
+	for _, tok := range ledger.ReceiptsInOrder(rec.Receipts) {
+		out.Receipts = append(out.Receipts, tok)
 	}
 	return out, nil
 }

@@ -8,14 +8,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
 	"github.com/cmx-exchange/cmx/gateway/receipts"
-	"github.com/cmx-exchange/cmx/gateway/transport"
-	"github.com/cmx-exchange/cmx/gateway/transport/transporttest"
 )
 
 // flakyIssuer stores every receipt it issues but fails to send the first
@@ -52,40 +49,13 @@ func (i *flakyIssuer) Send(_ context.Context, _, status string, token []byte) er
 // but sending it failed. The redelivery sends the stored bytes (not a new
 // signature), delivers once and records delivered.
 func TestClaimStoredSendFailed(t *testing.T) {
-	js := transporttest.StartSingle(t, "JP")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, transport.BucketSeen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := envelope.NewID()
-	op := &expiringOpener{deadline: time.Now().Add(time.Hour), claims: envelope.Claims{
-		Issuer: "US", Audience: "JP", ID: id, Type: envelope.LaborEnforcementNotice, Sender: "US:DOL-ILAB"}}
-	m := nats.NewMsg(transport.XMsgSubject("us", "jp", string(envelope.LaborEnforcementNotice)))
-	m.Data = []byte("an envelope")
-	m.Header.Set(jetstream.MsgIDHeader, id)
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	seen := ledger.Seen(kv)
+	f := newFixture(t)
+	ctx, id, seen := f.ctx, f.id, f.seen
 	iss, dlv := &flakyIssuer{sent: map[string]string{}}, &okDeliverer{}
 	backoff := func(uint64, time.Duration) time.Duration { return 10 * time.Millisecond }
-	p := New(Config{Party: "JP", Peer: "US", Backoff: backoff}, js, seen, op, iss, nil, dlv, oneAgency{})
-	cons, err := js.CreateOrUpdateConsumer(ctx, transport.StreamIn, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := func() jetstream.Msg {
-		t.Helper()
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return msg
-	}
+	p := New(Config{Party: "JP", Peer: "US", Backoff: backoff}, f.js, seen, f.opener(time.Now().Add(time.Hour)), iss, nil, dlv, oneAgency{})
 
-	p.handleMsg(ctx, next()) // claimed with its accepted receipt; the send fails
+	p.handleMsg(ctx, f.next(t)) // claimed with its accepted receipt; the send fails
 	if dlv.calls != 0 {
 		t.Fatalf("agency called %d times before the accepted receipt went out", dlv.calls)
 	}
@@ -95,7 +65,7 @@ func TestClaimStoredSendFailed(t *testing.T) {
 	}
 	stored := rec.Receipts["accepted"]
 
-	p.handleMsg(ctx, next()) // the redelivery
+	p.handleMsg(ctx, f.next(t)) // the redelivery
 	if iss.sent["accepted"] != stored {
 		t.Fatalf("sent again %q, want the stored accepted receipt %q", iss.sent["accepted"], stored)
 	}

@@ -168,29 +168,21 @@ func (p *Processor) claim(ctx context.Context, it *item) (rec *ledger.Record, fr
 // failed delivery attempt. The receipts the record holds are sent again
 // first (the outbox drops what did go out).
 func (p *Processor) advance(ctx context.Context, it *item, rec *ledger.Record) {
-	for _, st := range []string{api.StatusAccepted, api.StatusDelivered, api.StatusRejected} {
-		if token := rec.Receipts[st]; token != "" {
-			if err := p.issuer.Send(ctx, it.id, st, []byte(token)); err != nil {
-				p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be sent; holding the message",
-					slog.String("msg_id", it.id), slog.String("status", st), slog.Any("err", err))
-				p.retry(it)
-				return
-			}
+	for st, token := range ledger.ReceiptsInOrder(rec.Receipts) {
+		if err := p.issuer.Send(ctx, it.id, st, []byte(token)); err != nil {
+			p.cfg.Logger.ErrorContext(ctx, "ALERT receipt could not be sent; holding the message",
+				slog.String("msg_id", it.id), slog.String("status", st), slog.Any("err", err))
+			p.retry(it)
+			return
 		}
 	}
-	switch {
-	case rec.Terminal():
+	// A claim holds its decision from the start: accepted, or rejected
+	// (terminal).
+	if rec.Terminal() {
 		_ = it.m.Ack()
-	case !rec.Has(api.StatusAccepted):
-		// A claim always holds its decision; this record is older than that.
-		if reason, ok := p.policy(it); !ok {
-			p.reject(ctx, it, reason, "")
-		} else if p.issue(ctx, it, &envelope.Receipt{Status: envelope.StatusAccepted}, api.StatusAccepted, "") {
-			p.deliver(ctx, it)
-		}
-	default:
-		p.deliver(ctx, it)
+		return
 	}
+	p.deliver(ctx, it)
 }
 
 // rejected settles a message the policy refused at its claim.

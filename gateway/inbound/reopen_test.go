@@ -7,14 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cmx-exchange/cmx/envelope"
 	"github.com/cmx-exchange/cmx/gateway/api"
 	"github.com/cmx-exchange/cmx/gateway/ledger"
 	"github.com/cmx-exchange/cmx/gateway/receipts"
-	"github.com/cmx-exchange/cmx/gateway/transport"
-	"github.com/cmx-exchange/cmx/gateway/transport/transporttest"
 )
 
 // expiringOpener opens any envelope as long as it is asked at or before
@@ -79,46 +76,20 @@ func (oneAgency) MarkingAllowed(string) bool                   { return true }
 // its delivery is retried is delivered when it comes back, and gets a
 // delivered receipt, never a rejection after its acceptance.
 func TestReopenAfterAcceptance(t *testing.T) {
-	js := transporttest.StartSingle(t, "JP")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, transport.BucketSeen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t)
+	ctx, id, seen := f.ctx, f.id, f.seen
 	accepted := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	id := envelope.NewID()
-	op := &expiringOpener{deadline: accepted.Add(time.Hour), claims: envelope.Claims{
-		Issuer: "US", Audience: "JP", ID: id, Type: envelope.LaborEnforcementNotice, Sender: "US:DOL-ILAB"}}
-	env := []byte("an envelope")
-
-	m := nats.NewMsg(transport.XMsgSubject("us", "jp", string(envelope.LaborEnforcementNotice)))
-	m.Data = env
-	m.Header.Set(jetstream.MsgIDHeader, id)
-	ack, err := js.PublishMsg(ctx, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := ledger.Seen(kv)
 	if _, err := seen.Create(ctx, ledger.SeenKey("US", id), &ledger.Record{
 		ID: id, Direction: api.Inbound, Type: string(envelope.LaborEnforcementNotice), From: "US", To: "JP",
-		Seq: ack.Sequence, EnvSHA256: envelope.Digest(env), Timeline: []api.Event{ledger.Event(api.StatusAccepted, accepted, "")},
+		Seq: f.seq, EnvSHA256: envelope.Digest(f.env), Timeline: []api.Event{ledger.Event(api.StatusAccepted, accepted, "")},
 	}); err != nil {
 		t.Fatal(err)
 	}
 
 	iss, dlv := &recordingIssuer{}, &okDeliverer{}
 	now := accepted.Add(48 * time.Hour) // long past exp
-	p := New(Config{Party: "JP", Peer: "US", Now: func() time.Time { return now }}, js, seen, op, iss, nil, dlv, oneAgency{})
-	cons, err := js.CreateOrUpdateConsumer(ctx, transport.StreamIn, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.handleMsg(ctx, msg)
+	p := New(Config{Party: "JP", Peer: "US", Now: func() time.Time { return now }}, f.js, seen, f.opener(accepted.Add(time.Hour)), iss, nil, dlv, oneAgency{})
+	p.handleMsg(ctx, f.next(t))
 
 	if dlv.calls != 1 {
 		t.Errorf("agency called %d times, want 1", dlv.calls)

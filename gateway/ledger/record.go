@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"iter"
 	"maps"
 	"slices"
 	"time"
@@ -97,6 +98,19 @@ func (r *Record) PutReceipt(status string, token []byte) (stored string, changed
 	}
 	r.Receipts[status] = string(token)
 	return r.Receipts[status], true
+}
+
+// ReceiptsInOrder yields the receipts of stored (status → exact bytes, as
+// in Record.Receipts) in the order they are listed and sent: accepted,
+// delivered, rejected.
+func ReceiptsInOrder(stored map[string]string) iter.Seq2[string, string] {
+	return func(yield func(status, token string) bool) {
+		for _, st := range [...]string{api.StatusAccepted, api.StatusDelivered, api.StatusRejected} {
+			if token := stored[st]; token != "" && !yield(st, token) {
+				return
+			}
+		}
+	}
 }
 
 // AddEvent appends e unless the timeline already holds that status; it

@@ -166,12 +166,8 @@ func (i *Issuer) Send(ctx context.Context, msgID, status string, token []byte) e
 // while a redelivery of the same trigger still does.
 func (i *Issuer) Resend(ctx context.Context, msgID, trigger string, stored map[string]string, hdr nats.Header) (int, error) {
 	n := 0
-	for _, st := range []envelope.Status{envelope.StatusAccepted, envelope.StatusDelivered, envelope.StatusRejected} {
-		token := stored[string(st)]
-		if token == "" {
-			continue
-		}
-		if err := i.publish(ctx, []byte(token), msgID+"."+string(st)+".resend."+trigger, hdr); err != nil {
+	for st, token := range ledger.ReceiptsInOrder(stored) {
+		if err := i.publish(ctx, []byte(token), msgID+"."+st+".resend."+trigger, hdr); err != nil {
 			return n, err
 		}
 		n++
